@@ -1,0 +1,75 @@
+"""`python -m captioner caption IMAGE ...`: captions, JSON output and attention grids."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from captioner.decoding import caption_images
+from captioner.hub import BUNDLED_WEIGHTS, load_model
+from captioner.model import WeightsError
+from captioner.preprocess import ImageError, load_image
+from captioner.visualize import save_attention_grid
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m captioner",
+                                     description="Caption images and show where the model looks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    cap = commands.add_parser("caption", help="caption one or more images")
+    cap.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    cap.add_argument("--weights", default=None, metavar="DIR_OR_REPO_ID",
+                     help=f"model folder or Hub repo id (default: bundled {BUNDLED_WEIGHTS.name}/)")
+    cap.add_argument("--beam-size", type=int, default=3)
+    cap.add_argument("--max-len", type=int, default=20)
+    cap.add_argument("--batch-size", type=int, default=16)
+    cap.add_argument("--json", action="store_true", help="one JSON object per image")
+    cap.add_argument("--attention-grid", type=Path, metavar="OUT.png",
+                     help="save the image and every word's attention; with several images, "
+                          "OUT-<image name>.png for each")
+    return parser
+
+
+def grid_path(out: Path, image: Path, several: bool) -> Path:
+    return out.with_name(f"{out.stem}-{image.stem}{out.suffix or '.png'}") if several else out
+
+
+def caption_command(args) -> int:
+    if args.beam_size < 1 or args.max_len < 1:
+        print("error: --beam-size and --max-len must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.weights)
+    except WeightsError as e:
+        print(f"error: cannot load weights: {e}", file=sys.stderr)
+        return 2
+    images, paths, failed = [], [], 0
+    for path in args.images:
+        try:
+            images.append(load_image(path))
+            paths.append(path)
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    captions = caption_images(model, images, beam_size=args.beam_size, max_len=args.max_len,
+                              batch_size=args.batch_size) if images else []
+    centres = model.encoder.cell_centres()
+    for path, image, caption in zip(paths, images, captions):
+        if args.json:
+            print(json.dumps({"image": str(path), "caption": caption.text,
+                              "tokens": caption.tokens, "score": round(caption.score, 4),
+                              "attention_shape": list(caption.attention.shape)}))
+        else:
+            print(f"{path}: {caption.text}")
+        if args.attention_grid:
+            out = grid_path(args.attention_grid, path, len(paths) > 1)
+            save_attention_grid(out, image, caption.tokens, caption.attention, centres,
+                                title=caption.text)
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return caption_command(args)

@@ -1,0 +1,266 @@
+"""Show, Attend and Tell: a ResNet grid encoder, gated soft attention and an LSTM decoder.
+
+Read top to bottom: the config, the encoder, the attention, the decoder, and the `Captioner`
+that ties them together and saves/loads itself as `model.safetensors` + `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+from torchvision import models
+
+from captioner.vocab import Vocabulary
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class CaptionerConfig:
+    """Everything needed to rebuild the model and feed it images; saved as config.json.
+
+    Whether the backbone started from ImageNet weights is deliberately *not* here: a saved model
+    holds all its weights, so loading must never try to download a backbone.
+    """
+
+    vocab: list[str]
+    encoder: str = "resnet50"
+    encoder_stage: int = 4  # keep ResNet stages 1..N; early stages = small, local receptive fields
+    grid_size: int = 7  # features are pooled to a grid_size x grid_size grid
+    coord_channels: bool = True  # append (x, y) of each cell so relations/positions are learnable
+    embed_dim: int = 256
+    attention_dim: int = 512
+    hidden_dim: int = 512
+    dropout: float = 0.5
+    image_size: int = 224
+    image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+    def __post_init__(self):
+        if self.encoder not in RESNETS:
+            raise ValueError(f"encoder must be one of {RESNETS}, got {self.encoder!r}")
+        if not 1 <= self.encoder_stage <= 4:
+            raise ValueError(f"encoder_stage must be 1..4, got {self.encoder_stage}")
+        Vocabulary(self.vocab)  # validates special tokens
+
+
+def resnet_stages(resnet: models.ResNet, stage: int) -> nn.Sequential:
+    """The stem and the first `stage` residual stages of a torchvision ResNet."""
+    stem = [resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool]
+    return nn.Sequential(*stem, *(getattr(resnet, f"layer{i}") for i in range(1, stage + 1)))
+
+
+class Encoder(nn.Module):
+    """A torchvision ResNet cut after `stage`, pooled to a grid of feature vectors."""
+
+    def __init__(self, name: str, stage: int, grid_size: int, image_size: int, coords: bool):
+        super().__init__()
+        resnet = models.get_model(name, weights=None)
+        self.backbone = resnet_stages(resnet, stage)
+        self.backbone_dim = resnet.fc.in_features // 2 ** (4 - stage)  # channels double per stage
+        self.stride = 2 ** (stage + 1)
+        self.pool = nn.AdaptiveAvgPool2d(grid_size)
+        self.grid_size = grid_size
+        self.image_size = image_size
+        self.coords = coords
+        centres = torch.tensor(self.cell_centres() * 2 - 1, dtype=torch.float32)
+        yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("coord_grid", torch.stack([xx, yy]).flatten(1).T, persistent=False)
+        self.out_dim = self.backbone_dim + (2 if coords else 0)
+
+    def load_imagenet_weights(self, name: str):
+        """Start the backbone from ImageNet (training only; downloads via torchvision)."""
+        resnet = models.get_model(name, weights=models.get_model_weights(name).DEFAULT)
+        self.backbone.load_state_dict(resnet_stages(resnet, len(self.backbone) - 4).state_dict())
+
+    def cell_centres(self) -> np.ndarray:
+        """Where each grid cell is centred, as a fraction of the image side.
+
+        ResNet convolutions centre feature m at pixel m * stride, not at the middle of its
+        stride-sized block; drawing or scoring attention with naive upsampling would put it
+        half a cell off. Pooled cells take the mean centre of the features they average.
+        """
+        n_feat = -(-self.image_size // self.stride)
+        feat_centres = (np.arange(n_feat) * self.stride + 0.5) / self.image_size
+        g = self.grid_size
+        starts = [(i * n_feat) // g for i in range(g)]
+        ends = [-(-((i + 1) * n_feat) // g) for i in range(g)]
+        return np.array([feat_centres[s:e].mean() for s, e in zip(starts, ends)])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S) -> features (B, grid*grid, out_dim)."""
+        x = self.pool(self.backbone(images)).flatten(2).transpose(1, 2)
+        if self.coords:
+            x = torch.cat([x, self.coord_grid.expand(x.shape[0], -1, -1).to(x.dtype)], dim=2)
+        return x
+
+
+class Attention(nn.Module):
+    """Additive (Bahdanau) attention over the grid: alpha = softmax(w . tanh(Wf f + Wh h))."""
+
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int):
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, attention_dim)
+        self.hidden_proj = nn.Linear(hidden_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+
+    def forward(self, features, projected, hidden):
+        """`projected` = feature_proj(features), computed once per image, not once per word."""
+        energy = self.score(torch.tanh(projected + self.hidden_proj(hidden).unsqueeze(1)))
+        alpha = energy.squeeze(2).softmax(dim=1)
+        context = (alpha.unsqueeze(2) * features).sum(dim=1)
+        return context, alpha
+
+
+@dataclass
+class DecoderState:
+    """What the decoder carries from one word to the next (one row per caption/hypothesis)."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> DecoderState:
+        return DecoderState(self.h[index], self.c[index])
+
+
+class Captioner(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="captioner",
+    tags=["image-captioning", "show-attend-and-tell", "attention"],
+    pipeline_tag="image-to-text",
+    license="mit",
+):
+    """The whole model. `config` is saved beside the weights; loading is strict and offline-safe."""
+
+    def __init__(self, config: CaptionerConfig):
+        super().__init__()
+        if isinstance(config, dict):
+            config = CaptionerConfig(**config)
+        self.config = config
+        self.vocab = Vocabulary(config.vocab)
+        self.encoder = Encoder(config.encoder, config.encoder_stage, config.grid_size,
+                               config.image_size, config.coord_channels)
+        d_feat, d_hid = self.encoder.out_dim, config.hidden_dim
+        self.embedding = nn.Embedding(len(self.vocab), config.embed_dim)
+        self.attention = Attention(d_feat, d_hid, config.attention_dim)
+        self.init_h = nn.Linear(d_feat, d_hid)
+        self.init_c = nn.Linear(d_feat, d_hid)
+        self.gate = nn.Linear(d_hid, d_feat)  # "selector" beta: how much context this word needs
+        self.lstm = nn.LSTMCell(config.embed_dim + d_feat, d_hid)
+        self.dropout = nn.Dropout(config.dropout)
+        # The word is predicted from the state *and* the attended context, which moves attention
+        # onto the object being named instead of one word early.
+        self.classifier = nn.Linear(d_hid + d_feat, len(self.vocab))
+
+    # --- decoding primitives (used by training and by captioner.decoding) ---
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+    def init_state(self, features: torch.Tensor) -> tuple[DecoderState, torch.Tensor]:
+        """Initial LSTM state from the mean feature, and the attention projection of the grid."""
+        mean = features.mean(dim=1)
+        state = DecoderState(torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        return state, self.attention.feature_proj(features)
+
+    def step(self, words, state: DecoderState, features, projected):
+        """One word: returns logits (B, V), the new state and the attention weights (B, P)."""
+        context, alpha = self.attention(features, projected, state.h)
+        context = torch.sigmoid(self.gate(state.h)) * context
+        h, c = self.lstm(torch.cat([self.embedding(words), context], dim=1), (state.h, state.c))
+        logits = self.classifier(self.dropout(torch.cat([h, context], dim=1)))
+        return logits, DecoderState(h, c), alpha
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor):
+        """Teacher forcing: captions (B, L) start with <start>; returns logits and alphas for
+        predicting captions[:, 1:], shapes (B, L-1, V) and (B, L-1, P)."""
+        state, projected = self.init_state(features)
+        logits, alphas = [], []
+        for t in range(captions.shape[1] - 1):
+            step_logits, state, alpha = self.step(captions[:, t], state, features, projected)
+            logits.append(step_logits)
+            alphas.append(alpha)
+        return torch.stack(logits, 1), torch.stack(alphas, 1)
+
+    def loss(self, features, captions, attention_penalty: float = 1.0):
+        """Cross-entropy on the next word plus the doubly stochastic attention penalty
+        lambda * sum_p (1 - sum_t alpha_tp)^2, which pushes every cell to be looked at once."""
+        logits, alphas = self(features, captions)
+        targets = captions[:, 1:]
+        pad = self.vocab.pad_id
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                             ignore_index=pad)
+        mask = (targets != pad).unsqueeze(2).to(alphas.dtype)
+        coverage = (alphas * mask).sum(dim=1)
+        penalty = ((1.0 - coverage) ** 2).sum(dim=1).mean()
+        return ce + attention_penalty * penalty / alphas.shape[2], ce
+
+    # --- saving and loading ---
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download,
+                         local_files_only, token, map_location="cpu", strict=True, **kwargs):
+        """Safetensors only (never unpickle), always strict, errors that name the file."""
+        if os.path.isdir(model_id):
+            weights = Path(model_id) / WEIGHTS_FILE
+            if not weights.is_file():
+                raise WeightsError(f"{weights}: file not found (a model folder needs "
+                                   f"{WEIGHTS_FILE} and {CONFIG_FILE})")
+        else:
+            weights = hf_hub_download(model_id, WEIGHTS_FILE, revision=revision,
+                                      cache_dir=cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, token=token)
+        model = cls(**kwargs)
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except (SafetensorError, OSError) as e:
+            raise WeightsError(f"{weights}: not a readable safetensors file ({e})") from e
+        check_state_dict(model, state, weights)
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+
+    def save(self, directory: str | Path) -> Path:
+        """save_pretrained without the mixin's generic model card (we write our own)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_pretrained(directory)
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        return directory
+
+
+class WeightsError(ValueError):
+    """A model folder or file that cannot be loaded; the message says which file and why."""
+
+
+def check_state_dict(model: nn.Module, state: dict, source) -> None:
+    """Refuse partial loads: name every missing, unexpected or mis-shaped tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:8]}"
+                        f"{' ...' if len(unexpected) > 8 else ''}")
+    if shapes:
+        problems.append("shape mismatch " + "; ".join(sorted(shapes)[:8]))
+    if problems:
+        raise WeightsError(f"{source} does not match its config.json: " + "; ".join(problems))
