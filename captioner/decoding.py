@@ -62,6 +62,14 @@ def decode(model: Captioner, features: torch.Tensor, *, beam_size: int = 3, max_
                        length_penalty=length_penalty)
 
 
+def _word_logprobs(logits: torch.Tensor, vocab) -> torch.Tensor:
+    """Log-probabilities of the next token; <pad> and <start> are never generated (decoding
+    them would drop a word from the caption but keep its attention map, misaligning the rest)."""
+    logp = logits.float().log_softmax(dim=1)
+    logp[:, [vocab.pad_id, vocab.start_id]] = float("-inf")
+    return logp
+
+
 def _to_caption(model, ids, total, alphas, length_penalty) -> Caption:
     grid = model.config.grid_size
     tokens = model.vocab.decode(ids)
@@ -81,7 +89,7 @@ def greedy(model: Captioner, features: torch.Tensor, *, max_len: int = 20,
     steps, alphas = [], []
     for _ in range(max_len):
         logits, state, alpha = model.step(words, state, features, projected)
-        logp, words = logits.float().log_softmax(dim=1).max(dim=1)
+        logp, words = _word_logprobs(logits, vocab).max(dim=1)
         total += logp * ~done
         steps.append(words)
         alphas.append(alpha)
@@ -123,7 +131,7 @@ def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
     finished: list[list[tuple[np.ndarray, float, np.ndarray]]] = [[] for _ in range(batch)]
     for t in range(max_len):
         logits, state, alpha = model.step(words, state, features, projected)
-        logp = logits.float().log_softmax(dim=1)
+        logp = _word_logprobs(logits, vocab)
         vocab_size = logp.shape[1]
         candidates = (scores.reshape(-1, 1) + logp).reshape(batch, k * vocab_size)
         top_scores, top_index = candidates.topk(2 * k, dim=1)
@@ -132,11 +140,13 @@ def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
         origin, new_words, new_scores = [], [], []
         for b in range(batch):
             live = []
-            for score, beam, word in zip(top_scores[b].tolist(), top_beam[b].tolist(),
-                                         top_word[b].tolist()):
+            for rank, (score, beam, word) in enumerate(zip(
+                    top_scores[b].tolist(), top_beam[b].tolist(), top_word[b].tolist())):
                 row = b * k + beam
                 if word == vocab.end_id:
-                    if len(finished[b]) < k and score > float("-inf"):
+                    # Only an <end> among the k best candidates finishes a hypothesis: the
+                    # others would fill the pool with captions the beam itself would drop.
+                    if rank < k and len(finished[b]) < k and score > float("-inf"):
                         ids = np.append(seqs[row].cpu().numpy(), word)
                         finished[b].append((ids, score, history[row].cpu().numpy()))
                 elif len(live) < k:

@@ -89,9 +89,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def to_model_input(image: Image.Image, image_size: int, mean, std) -> torch.Tensor:
-    """RGB PIL image -> normalised (3, S, S) float tensor. The whole image is resized (not
-    cropped) so that every part of it can be attended to and drawn on."""
+def resized_pixels(image: Image.Image, image_size: int) -> torch.Tensor:
+    """RGB PIL image -> (3, S, S) uint8. The whole image is resized (not cropped) so that every
+    part of it can be attended to and drawn on."""
     tensor = TF.pil_to_tensor(image.convert("RGB"))
-    tensor = TF.resize(tensor, [image_size, image_size], antialias=True)
-    return TF.normalize(tensor.float() / 255.0, mean, std)
+    return TF.resize(tensor, [image_size, image_size], antialias=True)
+
+
+def normalise(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 pixels (..., 3, S, S) -> the float input the encoder was trained on."""
+    return TF.normalize(pixels.float() / 255.0, list(mean), list(std))
+
+
+def to_model_input(image: Image.Image, image_size: int, mean, std) -> torch.Tensor:
+    """RGB PIL image -> normalised (3, S, S) float tensor, as in training."""
+    return normalise(resized_pixels(image, image_size), mean, std)

@@ -1,0 +1,157 @@
+"""Evaluation without teacher forcing: standard caption metrics and, on scenes, whether the
+captions are right and whether attention points at the object being named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from captioner.decoding import Caption, decode, images_to_batch
+from captioner.preprocess import to_rgb
+from captioner.scenes import caption_correctness
+from captioner.visualize import upsample_attention
+from captioner.vocab import tokenize
+
+
+def java_available() -> bool:
+    if shutil.which("java") is None:
+        return False
+    return subprocess.run(["java", "-version"], capture_output=True).returncode == 0
+
+
+def coco_format(references: list[list[str]], hypotheses: list[str]):
+    """pycocoevalcap wants {id: [tokenised caption, ...]}; it chokes on empty strings."""
+    refs = {i: [" ".join(tokenize(r)) or "<empty>" for r in rs] for i, rs in enumerate(references)}
+    hyps = {i: [" ".join(tokenize(h)) or "<empty>"] for i, h in enumerate(hypotheses)}
+    return refs, hyps
+
+
+def bleu4(references: list[list[str]], hypotheses: list[str]) -> float:
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    return round(100 * Bleu(4).compute_score(*coco_format(references, hypotheses),
+                                             verbose=0)[0][3], 2)
+
+
+def caption_metrics(references: list[list[str]], hypotheses: list[str]) -> dict:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr from pycocoevalcap, on the 0-100 scale.
+
+    Captions are tokenised with our own tokeniser (the same as training) rather than the PTB
+    tokeniser, which needs Java. METEOR needs Java too: without it the metric is skipped and
+    `skipped` says so.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    refs, hyps = coco_format(references, hypotheses)
+    scores: dict = {}
+    bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
+    scores.update({f"bleu{n + 1}": 100 * b for n, b in enumerate(bleu)})
+    scores["rouge_l"] = 100 * Rouge().compute_score(refs, hyps)[0]
+    scores["cider"] = 100 * Cider().compute_score(refs, hyps)[0]
+    if java_available():
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        meteor = Meteor()
+        try:
+            scores["meteor"] = 100 * meteor.compute_score(refs, hyps)[0]
+        finally:
+            del meteor  # its __del__ stops the Java process
+    else:
+        scores["skipped"] = ["meteor: needs Java, which is not installed"]
+    return {k: (round(float(v), 2) if not isinstance(v, list) else v) for k, v in scores.items()}
+
+
+def pointing_game(caption: Caption, objects: list[dict], width: int, height: int,
+                  centres: np.ndarray, tolerance: float) -> tuple[list[bool], list[float]]:
+    """For every named object, at its colour word and at its shape word: is the peak of the
+    upsampled attention inside the object's box widened by `tolerance` pixels? Returns the hits
+    and, for the same boxes, the chance a uniformly random peak would hit."""
+    hits, chance = [], []
+    result = caption_correctness(caption.tokens, objects)
+    for mention, match in zip(result["parsed"].mentions, result["matches"]):
+        if match is None:
+            continue
+        x0, y0, x1, y1 = objects[match]["box"]
+        x0, y0 = max(0, x0 - tolerance), max(0, y0 - tolerance)
+        x1, y1 = min(width, x1 + tolerance), min(height, y1 + tolerance)
+        for index in (mention.color_index, mention.shape_index):
+            if index is None or index >= len(caption.attention):
+                continue
+            heat = upsample_attention(caption.attention[index], width, height, centres)
+            y, x = np.unravel_index(np.argmax(heat), heat.shape)
+            hits.append(bool(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1))
+            chance.append((x1 - x0) * (y1 - y0) / (width * height))
+    return hits, chance
+
+
+def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size: int,
+                  centres: np.ndarray, grid_size: int) -> dict:
+    """Exact content, relations and pointing accuracy (± one grid cell) on generated scenes."""
+    correct, relations, hits, chance = [], [], [], []
+    for caption, objs in zip(captions, objects):
+        result = caption_correctness(caption.tokens, objs)
+        correct.append(result["objects_correct"])
+        if len(objs) > 1:
+            relations.append(bool(result["relations_correct"]))
+        h, c = pointing_game(caption, objs, image_size, image_size, centres,
+                             tolerance=image_size / grid_size)
+        hits += h
+        chance += c
+    mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
+    return {"objects_correct": mean(correct), "relations_correct": mean(relations),
+            "pointing": mean(hits), "pointing_chance": mean(chance),
+            "pointing_trials": len(hits)}
+
+
+def objects_of(row) -> list[dict] | None:
+    objects = row.get("objects")
+    if isinstance(objects, str):
+        objects = json.loads(objects)
+    return objects
+
+
+@torch.inference_mode()
+def generate_for_split(model, split, *, beam_size: int, max_len: int, batch_size: int = 64,
+                       features=None, desc: str = "decoding") -> list[Caption]:
+    """Captions for every image of a dataset split (from cached features when given)."""
+    model.eval()
+    device = next(model.parameters()).device
+    captions: list[Caption] = []
+    for start in tqdm(range(0, len(split), batch_size), desc=desc, leave=False):
+        stop = min(start + batch_size, len(split))
+        if features is not None:
+            batch = torch.as_tensor(np.asarray(features[start:stop]), device=device).float()
+        else:
+            images = [to_rgb(row["image"]) for row in split.select(range(start, stop))]
+            batch = model.encode(images_to_batch(model, images))
+        captions += decode(model, batch, beam_size=beam_size, max_len=max_len)
+    return captions
+
+
+def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: int = 64,
+                   features=None, full: bool = True) -> dict:
+    """All metrics for one split; `full=False` (per-epoch validation) computes BLEU only."""
+    captions = generate_for_split(model, split, beam_size=beam_size, max_len=max_len,
+                                  batch_size=batch_size, features=features,
+                                  desc=f"decoding (beam {beam_size})")
+    references = split["captions"]
+    hypotheses = [c.text for c in captions]
+    if full:
+        metrics = caption_metrics(references, hypotheses)
+    else:
+        metrics = {"bleu4": bleu4(references, hypotheses)}
+    if "objects" in split.column_names:
+        objects = [objects_of({"objects": o}) for o in split["objects"]]
+        cfg = model.config
+        metrics.update(scene_metrics(captions, objects, cfg.image_size,
+                                     model.encoder.cell_centres(), cfg.grid_size))
+    metrics["examples"] = [{"caption": c.text, "references": r[:2]}
+                           for c, r in zip(captions[:5], references[:5])]
+    return metrics

@@ -1,0 +1,483 @@
+"""Training: a plain loop over cached features (or pixels), run through `accelerate`.
+
+`python train_space.py --dataset ID_OR_DIR --output-dir DIR` trains, evaluates without teacher
+forcing, and leaves a `from_pretrained`-ready folder with a model card. The same script runs
+unchanged under `accelerate launch --num_processes N` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from captioner.data import load_caption_dataset
+from captioner.evaluation import evaluate_split
+from captioner.features import cache_key, cached_array, state_fingerprint
+from captioner.model import Captioner, CaptionerConfig
+from captioner.preprocess import normalise, resized_pixels, to_model_input
+from captioner.scenes import generate_scenes
+from captioner.vocab import Vocabulary
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; saved in the checkpoint and the model card."""
+
+    dataset: str = "jxie/flickr8k"
+    output_dir: str = "runs/flickr8k-resnet50"
+    # model
+    encoder: str = "resnet50"
+    encoder_stage: int = 4
+    grid: int = 7
+    image_size: int = 224
+    coord_channels: bool = True
+    embed_dim: int = 256
+    attention_dim: int = 512
+    hidden_dim: int = 512
+    dropout: float = 0.5
+    pretrained_encoder: bool = True
+    fine_tune_encoder: bool = False
+    # data
+    min_word_freq: int = 5
+    max_caption_len: int = 30
+    captions_per_image: int = 0
+    max_train_images: int = 0
+    max_eval_images: int = 500
+    num_scenes: int = 10000
+    data_dir: str = "data"
+    cache_dir: str = ".cache/captioner"
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 4e-4
+    encoder_lr: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 5.0
+    attention_penalty: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "auto"
+    patience: int = 5
+    # evaluation and output
+    beam_size: int = 3
+    max_len: int = 20
+    seed: int = 0
+    resume: bool = False
+    push_to_hub: str = ""
+    cpu: bool = False
+
+
+HELP = {
+    "dataset": "Hub dataset id, local folder (imagefolder or Kaggle layout), or 'scenes'",
+    "encoder": "torchvision ResNet: resnet18/34/50/101",
+    "encoder_stage": "keep ResNet stages 1..N (early stages: smaller, local receptive fields)",
+    "grid": "attention grid side (features are pooled to grid x grid)",
+    "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
+    "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
+    "captions_per_image": "captions per image visited each epoch (0: all)",
+    "max_train_images": "use only the first N training images (0: all)",
+    "max_eval_images": "validation images decoded each epoch",
+    "num_scenes": "training images generated for --dataset scenes",
+    "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
+    "patience": "stop after N epochs without a better validation score (0: never)",
+    "resume": "continue from OUTPUT_DIR/checkpoint.safetensors",
+    "push_to_hub": "upload the output folder to this Hub repo id (token: HF_TOKEN or login)",
+    "cpu": "train on the CPU even if a GPU is present",
+}
+
+PRESETS = {
+    # Real photos: frozen ImageNet ResNet50, 7x7 grid, features cached once.
+    "flickr8k": {},
+    # Generated scenes: a ResNet18 cut after stage 2 (8x8 cells with local receptive fields),
+    # trained from scratch end to end; see the model card for what made attention point.
+    "scenes": dict(encoder="resnet18", encoder_stage=2, grid=8, image_size=64,
+                   embed_dim=128, attention_dim=256, hidden_dim=384, dropout=0.1,
+                   pretrained_encoder=False, fine_tune_encoder=True, min_word_freq=1,
+                   max_caption_len=20, captions_per_image=1, epochs=12, lr=1e-3,
+                   encoder_lr=1e-3, patience=0, output_dir="runs/scenes"),
+}
+
+
+def parse_args(argv=None) -> TrainConfig:
+    """argparse built from TrainConfig; a preset (by dataset) fills what was not given."""
+    parser = argparse.ArgumentParser(
+        prog="train_space.py", description="Train a Show, Attend and Tell captioner.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=HELP.get(f.name))
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            parser.add_argument(flag, type=kind, default=None, help=HELP.get(f.name))
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    preset = PRESETS["scenes" if given.get("dataset") == "scenes" else "flickr8k"]
+    cfg = TrainConfig(**{**preset, **given})
+    if cfg.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+        parser.error("--mixed-precision must be auto, no, fp16 or bf16")
+    return cfg
+
+
+class Objective(nn.Module):
+    """Loss of a batch, as one module so DDP sees a single forward pass.
+
+    Inputs are cached encoder features, or uint8 pixels when the encoder is trained too."""
+
+    def __init__(self, model: Captioner, penalty: float, pixels: bool):
+        super().__init__()
+        self.model, self.penalty, self.pixels = model, penalty, pixels
+
+    def forward(self, inputs, captions):
+        if self.pixels:
+            cfg = self.model.config
+            features = self.model.encode(normalise(inputs, cfg.image_mean, cfg.image_std))
+        else:
+            features = inputs.float()
+        return self.model.loss(features, captions, self.penalty)
+
+
+class Pairs(torch.utils.data.Dataset):
+    """(image input, caption ids) pairs read from the memory-mapped cache."""
+
+    def __init__(self, inputs: np.ndarray, captions: np.ndarray, pairs: np.ndarray):
+        self.inputs, self.captions, self.pairs = inputs, captions, pairs
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        image, caption = self.pairs[i]
+        return torch.from_numpy(np.array(self.inputs[image])), torch.from_numpy(
+            self.captions[image, caption].astype(np.int64))
+
+
+def encode_captions(split, vocab: Vocabulary, max_len: int) -> np.ndarray:
+    """(images, max captions, max_len + 2) ids, padded; missing captions are all-pad rows."""
+    per_image = split["captions"]
+    width = max(len(c) for c in per_image)
+    out = np.full((len(per_image), width, max_len + 2), vocab.pad_id, dtype=np.int32)
+    for i, caps in enumerate(per_image):
+        for j, caption in enumerate(caps):
+            ids = vocab.encode(caption, max_len)
+            out[i, j, : len(ids)] = ids
+    return out
+
+
+def epoch_pairs(captions: np.ndarray, per_image: int, seed: int, epoch: int) -> np.ndarray:
+    """This epoch's (image, caption) pairs in shuffled order; deterministic per (seed, epoch) so
+    a resumed run sees exactly the batches an uninterrupted one would."""
+    rng = np.random.default_rng([seed, epoch])
+    valid = captions[:, :, 1] != 0  # a real caption has a word (or <end>) after <start>
+    pairs = []
+    for image, row in enumerate(valid):
+        choices = np.flatnonzero(row)
+        if per_image:
+            choices = rng.choice(choices, size=min(per_image, len(choices)), replace=False)
+        pairs += [(image, c) for c in choices]
+    pairs = np.array(pairs, dtype=np.int64)
+    return pairs[rng.permutation(len(pairs))]
+
+
+def prepare_dataset(cfg: TrainConfig):
+    if cfg.dataset == "scenes":
+        root = Path(cfg.data_dir) / f"scenes-{cfg.image_size}px-{cfg.num_scenes}"
+        source = generate_scenes(root, num_train=cfg.num_scenes, image_size=cfg.image_size,
+                                 seed=cfg.seed)
+    else:
+        source = cfg.dataset
+    return load_caption_dataset(source, seed=cfg.seed, max_images=cfg.max_train_images or None)
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up, then cosine decay to zero: steadier attention late in training."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def selection_score(metrics: dict) -> float:
+    """What "best epoch" means: BLEU-4, and on scenes also exact content and pointing."""
+    if metrics.get("pointing") is not None:
+        return (metrics["bleu4"] / 100 + metrics["objects_correct"] + metrics["pointing"]) / 3
+    return metrics["bleu4"] / 100
+
+
+# --- checkpoints: one safetensors file, written atomically, no pickle ---
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, slots in opt["state"].items():
+        for name, value in slots.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    _, np_key, np_pos, *_ = np.random.get_state()
+    meta = {"state": state, "param_groups": opt["param_groups"],
+            "scheduler": scheduler.state_dict(), "numpy_rng": [np_key.tolist(), int(np_pos)],
+            "python_rng": random.getstate()[1]}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, tmp, metadata={"json": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    tensors = load_file(path)
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["json"])
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    np_key, np_pos = meta["numpy_rng"]
+    np.random.set_state(("MT19937", np.array(np_key, dtype=np.uint32), np_pos, 0, 0.0))
+    random.setstate((3, tuple(meta["python_rng"]), None))
+    return meta["state"]
+
+
+def write_log(out: Path, history: list[dict]) -> None:
+    """log.jsonl rewritten from the checkpointed history: every epoch exactly once."""
+    tmp = out / "log.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+    os.replace(tmp, out / "log.jsonl")
+    plot_curves(out / "training_curve.png", history)
+
+
+def plot_curves(path: Path, history: list[dict]) -> None:
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
+    ax.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    ax = fig.add_subplot(1, 2, 2)
+    for key, label in [("bleu4", "val BLEU-4 / 100"), ("objects_correct", "val all objects right"),
+                       ("pointing", "val pointing")]:
+        if history[0].get(key) is not None:
+            scale = 100 if key == "bleu4" else 1
+            ax.plot(epochs, [r[key] / scale for r in history], "o-", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+@torch.no_grad()
+def validation_loss(objective, loader) -> float:
+    objective.eval()
+    total, count = 0.0, 0
+    for inputs, captions in loader:
+        total += objective(inputs, captions)[1].item() * len(captions)
+        count += len(captions)
+    objective.train()
+    return total / max(count, 1)
+
+
+def train(cfg: TrainConfig, command: str = "") -> Path:
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and not cfg.cpu else "no"
+    acc = Accelerator(cpu=cfg.cpu, mixed_precision=precision,
+                      gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    out = Path(cfg.output_dir)
+    checkpoint = out / CHECKPOINT
+    if cfg.resume and not checkpoint.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {checkpoint}")
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    with acc.main_process_first():  # scenes are generated / datasets prepared once
+        dataset = prepare_dataset(cfg)
+    vocab = Vocabulary.build((c for caps in dataset["train"]["captions"] for c in caps),
+                             min_freq=cfg.min_word_freq)
+    model = Captioner(CaptionerConfig(
+        vocab=vocab.words, encoder=cfg.encoder, encoder_stage=cfg.encoder_stage,
+        grid_size=cfg.grid, coord_channels=cfg.coord_channels, embed_dim=cfg.embed_dim,
+        attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
+        image_size=cfg.image_size))
+    if cfg.pretrained_encoder:
+        try:
+            model.encoder.load_imagenet_weights(cfg.encoder)
+        except Exception as e:
+            raise SystemExit(f"could not get ImageNet weights for {cfg.encoder} ({e}); with no "
+                             "network use --no-pretrained-encoder") from e
+    model.encoder.requires_grad_(cfg.fine_tune_encoder)
+    model.to(acc.device)
+    mcfg = model.config
+
+    # Encode once: features (frozen encoder) or resized pixels (encoder trained), per split.
+    if cfg.fine_tune_encoder:
+        def encode(images):
+            return np.stack([resized_pixels(im, mcfg.image_size).numpy() for im in images])
+        kind = {"pixels": mcfg.image_size}
+    else:
+        @torch.inference_mode()
+        def encode(images):
+            batch = torch.stack([to_model_input(im, mcfg.image_size, mcfg.image_mean,
+                                                mcfg.image_std) for im in images])
+            model.encoder.eval()
+            return model.encode(batch.to(acc.device)).half().cpu().numpy()
+        kind = {"encoder": asdict(mcfg) | {"vocab": None},
+                "weights": state_fingerprint(model.encoder)}
+    splits = {"train": dataset["train"],
+              "validation": dataset["validation"].select(
+                  range(min(cfg.max_eval_images, len(dataset["validation"]))))}
+    inputs = {}
+    for name, split in splits.items():
+        key = cache_key(data=split._fingerprint, **kind)
+        inputs[name] = cached_array(Path(cfg.cache_dir) / key / f"{name}.npy", split, encode,
+                                    desc=f"encoding {name} once", rank=acc.process_index,
+                                    world=acc.num_processes, barrier=acc.wait_for_everyone)
+    captions = {n: encode_captions(s, vocab, cfg.max_caption_len) for n, s in splits.items()}
+
+    objective = Objective(model, cfg.attention_penalty, pixels=cfg.fine_tune_encoder)
+    groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
+               "lr": cfg.lr}]
+    if cfg.fine_tune_encoder:
+        groups.append({"params": list(model.encoder.parameters()), "lr": cfg.encoder_lr})
+    optimizer = torch.optim.Adam(groups)
+    n_pairs = len(epoch_pairs(captions["train"], cfg.captions_per_image, cfg.seed, 0))
+    steps_per_epoch = math.ceil(n_pairs / (cfg.batch_size * acc.num_processes
+                                           * cfg.gradient_accumulation_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.warmup_steps, steps_per_epoch * cfg.epochs))
+    objective, optimizer = acc.prepare(objective, optimizer)
+
+    state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    if cfg.resume:
+        state = load_checkpoint(checkpoint, acc.unwrap_model(objective).model, optimizer,
+                                scheduler)
+        acc.print(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    val_loader = acc.prepare(torch.utils.data.DataLoader(
+        Pairs(inputs["validation"], captions["validation"],
+              epoch_pairs(captions["validation"], 0, cfg.seed, 0)), batch_size=cfg.batch_size))
+
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            break
+        started = time.time()
+        pairs = epoch_pairs(captions["train"], cfg.captions_per_image, cfg.seed, epoch)
+        loader = acc.prepare(torch.utils.data.DataLoader(
+            Pairs(inputs["train"], captions["train"], pairs), batch_size=cfg.batch_size))
+        objective.train()
+        running, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not acc.is_main_process)
+        for batch_inputs, batch_captions in bar:
+            with acc.accumulate(objective):
+                loss, ce = objective(batch_inputs, batch_captions)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
+                optimizer.step()
+                if acc.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            running += ce.item() * len(batch_captions)
+            seen += len(batch_captions)
+            bar.set_postfix(loss=f"{running / seen:.3f}")
+        row = {"epoch": epoch, "train_loss": round(running / max(seen, 1), 4),
+               "val_loss": round(validation_loss(objective, val_loader), 4),
+               "lr": scheduler.get_last_lr()[0]}
+        if acc.is_main_process:
+            model = acc.unwrap_model(objective).model
+            metrics = evaluate_split(model, splits["validation"], beam_size=1,
+                                     max_len=cfg.max_len, features=None
+                                     if cfg.fine_tune_encoder else inputs["validation"],
+                                     full=False)
+            row.update({k: v for k, v in metrics.items() if k != "examples"})
+            row["seconds"] = round(time.time() - started, 1)
+            score = selection_score(row)
+            if score > state["best"]:
+                state["best"], state["bad_epochs"], row["selected"] = score, 0, True
+                model.save(out)
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            state["history"].append(row)
+            save_checkpoint(checkpoint, model, optimizer, scheduler, state)
+            write_log(out, state["history"])
+            tqdm.write(json.dumps(row))
+        acc.wait_for_everyone()
+        state = broadcast_state(acc, state)
+
+    if acc.is_main_process:
+        finish(cfg, out, dataset, command, state["history"])
+    acc.wait_for_everyone()
+    acc.end_training()
+    return out
+
+
+def broadcast_state(acc: Accelerator, state: dict) -> dict:
+    """Every process follows the main process's early-stopping decision."""
+    if acc.num_processes == 1:
+        return state
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([state])[0]
+
+
+def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dict]) -> None:
+    """Evaluate the selected model on the test split and write metrics, figures and card."""
+    from captioner.hub import load_model, push_folder, write_model_card
+    from captioner.visualize import save_attention_grid
+
+    model = load_model(out)
+    test = dataset["test"]
+    metrics = {"dataset": cfg.dataset, "split": "test", "images": len(test), "scale": "0-100"}
+    for beam in (1, 3):
+        metrics[f"beam{beam}"] = evaluate_split(model, test, beam_size=beam, max_len=cfg.max_len)
+    metrics["selected_epoch"] = max(history, key=selection_score)["epoch"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    example = test[0]
+    from captioner.decoding import caption_images
+    from captioner.preprocess import to_rgb
+
+    image = to_rgb(example["image"])
+    caption = caption_images(model, [image], beam_size=cfg.beam_size, max_len=cfg.max_len)[0]
+    save_attention_grid(out / "attention_example.png", image, caption.tokens, caption.attention,
+                        model.encoder.cell_centres(), title=caption.text)
+    write_model_card(out, cfg=asdict(cfg), metrics=metrics, history=history, command=command)
+    print(json.dumps({k: {m: v for m, v in metrics[k].items() if m != "examples"}
+                      for k in ("beam1", "beam3")}, indent=2))
+    if cfg.push_to_hub:
+        url = push_folder(out, cfg.push_to_hub)
+        print(f"pushed to {url}")
+
+
+def main(argv=None) -> None:
+    cfg = parse_args(argv)
+    command = "python train_space.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    train(cfg, command)

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny, seeded, randomly initialised captioners (no downloads, CPU only)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported anywhere
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from captioner.model import Captioner, CaptionerConfig  # noqa: E402
+from captioner.vocab import SPECIALS  # noqa: E402
+
+TINY_WORDS = ["a", "red", "blue", "green", "square", "circle", "on", "the", "left", "right"]
+
+
+def tiny_config(**overrides) -> CaptionerConfig:
+    settings = dict(vocab=[*SPECIALS, *TINY_WORDS], encoder="resnet18", encoder_stage=2,
+                    grid_size=4, image_size=32, embed_dim=16, attention_dim=16, hidden_dim=32,
+                    dropout=0.0)
+    return CaptionerConfig(**{**settings, **overrides})
+
+
+@pytest.fixture
+def make_model():
+    """make_model(seed=0, **config_overrides) -> a tiny Captioner in eval mode."""
+
+    def make(seed: int = 0, **overrides) -> Captioner:
+        torch.manual_seed(seed)
+        return Captioner(tiny_config(**overrides)).eval()
+
+    return make
+
+
+@pytest.fixture
+def tiny_model(make_model) -> Captioner:
+    return make_model(seed=0)
+
+
+@pytest.fixture
+def saved_model_dir(tiny_model, tmp_path):
+    return tiny_model.save(tmp_path / "model")

@@ -1,0 +1,173 @@
+"""Greedy and beam search: shapes, scores, beam 1 == greedy, termination, batching."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captioner.decoding import Caption, beam_search, caption_images, decode, greedy
+
+
+def features_for(model, n, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    size = model.config.image_size
+    with torch.no_grad():
+        return model.encode(torch.randn(n, 3, size, size, generator=generator))
+
+
+def check_caption(model, caption, max_len):
+    assert isinstance(caption, Caption)
+    grid = model.config.grid_size
+    assert all(isinstance(w, str) and w for w in caption.tokens)
+    assert "<pad>" not in caption.tokens and "<start>" not in caption.tokens
+    assert "<end>" not in caption.tokens
+    assert len(caption.tokens) <= max_len
+    assert caption.attention.shape == (len(caption.tokens), grid, grid)
+    assert np.allclose(caption.attention.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    assert (caption.attention >= 0).all()
+    assert np.isfinite(caption.score) and caption.score <= 0
+    assert caption.text == " ".join(caption.tokens)
+
+
+def teacher_forced(model, features, caption, max_len):
+    """Recompute a caption's score and attention with teacher forcing."""
+    vocab = model.vocab
+    ids = [vocab.index[w] for w in caption.tokens]
+    ended = len(ids) < max_len
+    if ended:
+        ids.append(vocab.end_id)
+    captions = torch.tensor([[vocab.start_id, *ids]])
+    with torch.no_grad():
+        logits, alphas = model(features.unsqueeze(0), captions)
+    logp = logits[0].log_softmax(dim=1).gather(1, captions[0, 1:, None]).squeeze(1)
+    grid = model.config.grid_size
+    attention = alphas[0, : len(caption.tokens)].reshape(-1, grid, grid).numpy()
+    return logp.sum().item() / len(ids), attention
+
+
+@pytest.mark.parametrize("beam_size", [1, 2, 3, 5])
+def test_one_caption_per_image_with_attention(make_model, beam_size):
+    model = make_model(seed=3)
+    features = features_for(model, 4)
+    captions = decode(model, features, beam_size=beam_size, max_len=7)
+    assert len(captions) == 4
+    for b, caption in enumerate(captions):
+        check_caption(model, caption, 7)
+        score, attention = teacher_forced(model, features[b], caption, 7)
+        assert caption.score == pytest.approx(score, abs=1e-4)
+        np.testing.assert_allclose(caption.attention, attention, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_beam_size_one_is_greedy(make_model, seed):
+    model = make_model(seed=seed, grid_size=3 + seed % 3)
+    features = features_for(model, 5, seed=seed)
+    for max_len in (3, 12):
+        for g, b in zip(greedy(model, features, max_len=max_len),
+                        beam_search(model, features, beam_size=1, max_len=max_len)):
+            assert g.tokens == b.tokens
+            assert g.score == pytest.approx(b.score, abs=1e-5)
+            np.testing.assert_allclose(g.attention, b.attention, atol=1e-6)
+
+
+def bias_end(model, value):
+    with torch.no_grad():
+        model.classifier.bias[model.vocab.end_id] = value
+    return model
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_decoding_terminates_on_a_model_that_never_ends(make_model, beam_size):
+    model = bias_end(make_model(seed=1), -1e4)
+    features = features_for(model, 2)
+    for caption in decode(model, features, beam_size=beam_size, max_len=9):
+        assert len(caption.tokens) == 9
+        check_caption(model, caption, 9)
+        assert caption.score > -100  # no <end> (log p ~ -1e4) was counted in the score
+
+
+@pytest.mark.parametrize("beam_size", [1, 3, 4])
+def test_model_that_ends_immediately_gives_empty_captions(make_model, beam_size):
+    model = bias_end(make_model(seed=2), 1e4)
+    for caption in decode(model, features_for(model, 3), beam_size=beam_size, max_len=10):
+        assert caption.tokens == []
+        assert caption.attention.shape == (0, 4, 4)
+        assert caption.score == pytest.approx(0.0, abs=1e-3)
+
+
+def test_beam_search_returns_the_best_normalised_hypothesis(make_model):
+    """Beam search's answer scores at least as well as any caption it could have kept; in
+    particular never worse than the greedy one when greedy's caption is in its final beam."""
+    model = make_model(seed=4)
+    features = features_for(model, 6, seed=4)
+    for k in (2, 3, 5):
+        for caption in beam_search(model, features, beam_size=k, max_len=6):
+            check_caption(model, caption, 6)
+    wide = beam_search(model, features, beam_size=8, max_len=4)
+    # a beam of 8 over a vocabulary of 12 at max_len 4 keeps every 1-word prefix: the returned
+    # caption must be at least as good as every one-word caption "<w> <end>"
+    vocab = model.vocab
+    words = [i for i in range(len(vocab)) if i not in (vocab.pad_id, vocab.start_id, vocab.end_id)]
+    with torch.no_grad():
+        for b, caption in enumerate(wide):
+            state, projected = model.init_state(features[b:b + 1])
+            start = torch.tensor([vocab.start_id])
+            logits, state, _ = model.step(start, state, features[b:b + 1], projected)
+            first = logits.log_softmax(1)[0]
+            state = type(state)(state.h.repeat(len(words), 1), state.c.repeat(len(words), 1))
+            f = features[b:b + 1].repeat(len(words), 1, 1)
+            logits, _, _ = model.step(torch.tensor(words), state, f, projected.repeat(
+                len(words), 1, 1))
+            second = logits.log_softmax(1)[:, vocab.end_id]
+            one_word = (first[words] + second) / 2
+            empty = first[vocab.end_id].item()
+            assert caption.score >= max(one_word.max().item(), empty) - 1e-5 or len(
+                caption.tokens) > 0
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batched_decoding_equals_one_by_one(make_model, beam_size):
+    model = make_model(seed=5)
+    features = features_for(model, 5, seed=1)
+    batched = decode(model, features, beam_size=beam_size, max_len=8)
+    for b in range(5):
+        (single,) = decode(model, features[b:b + 1], beam_size=beam_size, max_len=8)
+        assert single.tokens == batched[b].tokens
+        assert single.score == pytest.approx(batched[b].score, abs=1e-4)
+        np.testing.assert_allclose(single.attention, batched[b].attention, atol=1e-5)
+
+
+def test_length_penalty(make_model):
+    model = bias_end(make_model(seed=6), -1e4)  # every caption is max_len long
+    features = features_for(model, 2)
+    plain = greedy(model, features, max_len=5, length_penalty=1.0)
+    total = greedy(model, features, max_len=5, length_penalty=0.0)
+    for p, t in zip(plain, total):
+        assert p.tokens == t.tokens
+        assert t.score == pytest.approx(5 * p.score, rel=1e-5)
+
+
+def test_caption_images_on_pil_images_of_odd_sizes(make_model):
+    model = make_model(seed=7)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for w, h in [(37, 23), (1, 1), (200, 3), (64, 64), (31, 97)]]
+    images.append(Image.new("L", (13, 17), 90))
+    captions = caption_images(model, images, beam_size=3, max_len=6)
+    assert len(captions) == len(images)
+    for caption in captions:
+        check_caption(model, caption, 6)
+    # batching inside caption_images does not change anything
+    in_pairs = caption_images(model, images, beam_size=3, max_len=6, batch_size=2)
+    assert [c.tokens for c in in_pairs] == [c.tokens for c in captions]
+    greedy_captions = caption_images(model, images, beam_size=1, max_len=6)
+    assert len(greedy_captions) == len(images)
+    assert caption_images(model, [], beam_size=3) == []
+
+
+def test_caption_images_rejects_bad_arguments(tiny_model):
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(ValueError, match="at least 1"):
+        caption_images(tiny_model, [image], beam_size=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        caption_images(tiny_model, [image], max_len=0)
