@@ -62,8 +62,8 @@ def read_config(model_dir: Path) -> CaptionerConfig:
 def load_model(source: str | Path | None = None, device: str = "cpu") -> Captioner:
     """Load a trained captioner strictly from a folder or Hub repo id (default: bundled)."""
     model_dir = resolve_model_dir(source)
-    read_config(model_dir)
-    return Captioner.from_pretrained(model_dir, map_location=device).to(device)
+    config = read_config(model_dir)  # validated, unknown keys dropped: build from this one
+    return Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
 
 
 def read_metrics(model_dir: Path) -> dict:

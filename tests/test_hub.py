@@ -1,0 +1,243 @@
+"""Saving and strict loading: bit-identical round trips, and errors that name the problem."""
+
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from captioner import hub
+from captioner.decoding import decode
+from captioner.hub import load_model, looks_like_path, read_config, resolve_model_dir
+from captioner.model import CONFIG_FILE, WEIGHTS_FILE, Captioner, WeightsError
+
+
+def features_for(model, n=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    size = model.config.image_size
+    with torch.no_grad():
+        return model.encode(torch.randn(n, 3, size, size, generator=generator))
+
+
+def edit_config(model_dir, **changes):
+    path = model_dir / CONFIG_FILE
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    path.write_text(json.dumps(config))
+
+
+def test_save_writes_weights_and_config(saved_model_dir):
+    assert sorted(p.name for p in saved_model_dir.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+
+
+def test_round_trip_is_bit_identical(tiny_model, saved_model_dir):
+    loaded = load_model(saved_model_dir)
+    assert isinstance(loaded, Captioner)
+    assert not loaded.training  # dropout off: loaded models are ready to caption
+    assert loaded.config == tiny_model.config
+    assert loaded.vocab.words == tiny_model.vocab.words
+    ours, theirs = tiny_model.state_dict(), loaded.state_dict()
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert ours[name].dtype == theirs[name].dtype, name
+        assert torch.equal(ours[name], theirs[name]), name
+    features = features_for(tiny_model)
+    assert torch.equal(loaded.encode(torch.zeros(1, 3, 32, 32)),
+                       tiny_model.encode(torch.zeros(1, 3, 32, 32)))
+    for beam_size in (1, 3):
+        before = decode(tiny_model, features, beam_size=beam_size, max_len=8)
+        after = decode(loaded, features, beam_size=beam_size, max_len=8)
+        for a, b in zip(before, after):
+            assert a.tokens == b.tokens and a.score == b.score
+            np.testing.assert_array_equal(a.attention, b.attention)
+
+
+def test_round_trip_of_a_non_default_config(make_model, tmp_path):
+    model = make_model(seed=9, encoder_stage=1, grid_size=5, image_size=40, coord_channels=False,
+                       image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25])
+    loaded = load_model(model.save(tmp_path / "m"))
+    assert loaded.config == model.config
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_config_json_contents(tiny_model, saved_model_dir):
+    config = json.loads((saved_model_dir / CONFIG_FILE).read_text())
+    assert config["vocab"] == tiny_model.vocab.words
+    assert config["image_size"] == 32
+    assert config["image_mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert config["image_std"] == pytest.approx([0.229, 0.224, 0.225])
+    assert config["encoder"] == "resnet18" and config["encoder_stage"] == 2
+    assert config["grid_size"] == 4 and config["hidden_dim"] == 32
+    # loading must never download a backbone: nothing in the config may ask for one
+    for key, value in config.items():
+        lowered = key.lower()
+        assert not any(w in lowered for w in ("pretrain", "imagenet", "download", "weights")), key
+        assert not (isinstance(value, str) and "imagenet" in value.lower()), key
+    assert read_config(saved_model_dir) == tiny_model.config
+
+
+def test_loading_never_asks_torchvision_for_pretrained_weights(saved_model_dir, monkeypatch):
+    import captioner.model as model_module
+
+    real_get_model = model_module.models.get_model
+
+    def no_downloads(name, **kwargs):
+        assert kwargs.get("weights") is None, "loading tried to fetch ImageNet weights"
+        return real_get_model(name, **kwargs)
+
+    monkeypatch.setattr(model_module.models, "get_model", no_downloads)
+    load_model(saved_model_dir)
+
+
+def test_missing_weights_file(saved_model_dir):
+    (saved_model_dir / WEIGHTS_FILE).unlink()
+    with pytest.raises(WeightsError, match=r"model\.safetensors: file not found"):
+        load_model(saved_model_dir)
+
+
+def test_truncated_weights_file(saved_model_dir):
+    path = saved_model_dir / WEIGHTS_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="not a readable safetensors file") as error:
+        load_model(saved_model_dir)
+    assert WEIGHTS_FILE in str(error.value)
+
+
+def test_garbage_weights_file(saved_model_dir):
+    (saved_model_dir / WEIGHTS_FILE).write_bytes(b"\x00" * 100)
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        load_model(saved_model_dir)
+
+
+def test_config_and_weights_shape_mismatch(saved_model_dir):
+    edit_config(saved_model_dir, hidden_dim=48)
+    with pytest.raises(WeightsError, match="shape mismatch") as error:
+        load_model(saved_model_dir)
+    message = str(error.value)
+    assert "does not match its config.json" in message
+    assert "init_h.weight: file (32, 130) vs model (48, 130)" in message
+
+
+def test_vocabulary_size_mismatch(saved_model_dir):
+    config = json.loads((saved_model_dir / CONFIG_FILE).read_text())
+    edit_config(saved_model_dir, vocab=[*config["vocab"], "extra"])
+    with pytest.raises(WeightsError, match=r"embedding\.weight: file \(14, 16\) vs model"):
+        load_model(saved_model_dir)
+
+
+def test_unexpected_tensor(saved_model_dir):
+    path = saved_model_dir / WEIGHTS_FILE
+    state = load_file(path)
+    state["extra.weight"] = torch.zeros(3)
+    save_file(state, path, metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"unexpected tensors \['extra\.weight'\]"):
+        load_model(saved_model_dir)
+
+
+def test_missing_tensor(saved_model_dir):
+    path = saved_model_dir / WEIGHTS_FILE
+    state = load_file(path)
+    del state["classifier.bias"]
+    save_file(state, path, metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"missing tensors \['classifier\.bias'\]"):
+        load_model(saved_model_dir)
+
+
+def test_missing_config(saved_model_dir):
+    (saved_model_dir / CONFIG_FILE).unlink()
+    with pytest.raises(WeightsError, match=r"config\.json: file not found"):
+        load_model(saved_model_dir)
+
+
+def test_config_without_vocab(saved_model_dir):
+    edit_config(saved_model_dir, vocab=None)
+    with pytest.raises(WeightsError, match="has no 'vocab'"):
+        load_model(saved_model_dir)
+
+
+def test_config_that_is_not_an_object(saved_model_dir):
+    (saved_model_dir / CONFIG_FILE).write_text("[1, 2, 3]")
+    with pytest.raises(WeightsError, match="has no 'vocab'"):
+        load_model(saved_model_dir)
+
+
+def test_invalid_json_config(saved_model_dir):
+    (saved_model_dir / CONFIG_FILE).write_text('{"vocab": ["<pad>",')
+    with pytest.raises(WeightsError, match="not valid JSON") as error:
+        load_model(saved_model_dir)
+    assert CONFIG_FILE in str(error.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"encoder": "resnet9"}, "encoder must be one of"),
+    ({"encoder_stage": 7}, "encoder_stage must be 1..4"),
+    ({"vocab": ["a", "b"]}, "special tokens"),
+])
+def test_invalid_config_values(saved_model_dir, changes, message):
+    edit_config(saved_model_dir, **changes)
+    with pytest.raises(WeightsError, match="invalid config") as error:
+        load_model(saved_model_dir)
+    assert message in str(error.value)
+
+
+def test_unknown_config_keys_are_ignored(tiny_model, saved_model_dir):
+    edit_config(saved_model_dir, written_by="a newer captioner", architectures=["Captioner"])
+    loaded = load_model(saved_model_dir)
+    assert loaded.config == tiny_model.config
+
+
+def test_nonexistent_local_path(tmp_path):
+    with pytest.raises(WeightsError, match="no such model folder") as error:
+        load_model(tmp_path / "nowhere")
+    assert "--weights" in str(error.value)  # says what to pass instead
+    with pytest.raises(WeightsError, match="no such model folder"):
+        load_model("./not/a/model")
+
+
+def test_missing_bundled_weights_say_how_to_train_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "BUNDLED_WEIGHTS", tmp_path / "weights")
+    with pytest.raises(WeightsError, match="train_space.py"):
+        resolve_model_dir(None)
+
+
+def test_hub_id_while_offline_fails_fast_and_names_the_hub():
+    import huggingface_hub.constants
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and huggingface_hub.constants.HF_HUB_OFFLINE
+    outcome = []
+
+    def attempt():
+        try:
+            load_model("no-such-owner/no-such-captioner")
+        except Exception as e:  # noqa: BLE001 - checked below
+            outcome.append(e)
+
+    start = time.monotonic()
+    worker = threading.Thread(target=attempt, daemon=True)  # a hang fails the test, not CI
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "loading a Hub id offline hung"
+    assert time.monotonic() - start < 10  # no network retries or waits
+    (error,) = outcome
+    assert isinstance(error, WeightsError)
+    message = str(error)
+    assert "Hugging Face Hub" in message and "no-such-owner/no-such-captioner" in message
+    assert "local model folder" in message
+
+
+@pytest.mark.parametrize("source, is_path", [
+    ("owner/model", False), ("model-name", False), ("owner/model.v2", False),
+    ("./model", True), ("../weights", True), ("/abs/model", True), ("~/model", True),
+    ("a/b/c", True), ("weights dir", True),
+])
+def test_looks_like_path(source, is_path):
+    assert looks_like_path(source) is is_path
