@@ -112,9 +112,9 @@ def greedy(model: Captioner, features: torch.Tensor, *, max_len: int = 20,
 def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
                 max_len: int = 20, length_penalty: float = 1.0) -> list[Caption]:
     """Keep `beam_size` live hypotheses per image; a hypothesis that emits <end> moves to the
-    image's finished pool. An image is done once its pool holds `beam_size` hypotheses; at
-    `max_len` the live ones join the pool, so there is always an answer even for a model that
-    never ends a sentence."""
+    image's finished pool. An image is done once its pool holds `beam_size` hypotheses and no
+    live one scores better than the best of them; at `max_len` the live ones join the pool, so
+    there is always an answer even for a model that never ends a sentence."""
     vocab = model.vocab
     batch, k = features.shape[0], beam_size
     device = features.device
@@ -129,6 +129,7 @@ def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
     seqs = torch.zeros((batch * k, 0), dtype=torch.long, device=device)
     history = torch.zeros((batch * k, 0, features.shape[1]), device=device)
     finished: list[list[tuple[np.ndarray, float, np.ndarray]]] = [[] for _ in range(batch)]
+    done = [False] * batch
     for t in range(max_len):
         logits, state, alpha = model.step(words, state, features, projected)
         logp = _word_logprobs(logits, vocab)
@@ -146,27 +147,31 @@ def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
                 if word == vocab.end_id:
                     # Only an <end> among the k best candidates finishes a hypothesis: the
                     # others would fill the pool with captions the beam itself would drop.
-                    if rank < k and len(finished[b]) < k and score > float("-inf"):
+                    if rank < k and not done[b] and score > float("-inf"):
                         ids = np.append(seqs[row].cpu().numpy(), word)
                         finished[b].append((ids, score, history[row].cpu().numpy()))
                 elif len(live) < k:
                     live.append((row, word, score))
+            if not done[b] and len(finished[b]) >= k:
+                # A full pool is not enough: its captions may all be worse than a live one
+                # (e.g. junk that ended early while the likely caption is still being written).
+                best = max(normalise(s, len(ids), length_penalty) for ids, s, _ in finished[b])
+                done[b] = all(normalise(s, t + 1, length_penalty) <= best for _, _, s in live)
             origin += [row for row, _, _ in live]
             new_words += [word for _, word, _ in live]
-            new_scores += [score if len(finished[b]) < k else float("-inf")
-                           for _, _, score in live]
+            new_scores += [float("-inf") if done[b] else score for _, _, score in live]
         origin = torch.tensor(origin, device=device)
         words = torch.tensor(new_words, device=device)
         scores = torch.tensor(new_scores, device=device).reshape(batch, k)
         seqs = torch.cat([seqs[origin], words.unsqueeze(1)], dim=1)
         history = torch.cat([history[origin], alpha[origin].float().unsqueeze(1)], dim=1)
         state = state.select(origin)
-        if all(len(pool) >= k for pool in finished):
+        if all(done):
             break
     captions = []
     for b in range(batch):
         pool = finished[b]
-        if len(pool) < k:  # max_len reached: unfinished hypotheses compete too
+        if not done[b]:  # max_len reached: unfinished hypotheses compete too
             pool += [(seqs[b * k + beam].cpu().numpy(), scores[b, beam].item(),
                       history[b * k + beam].cpu().numpy())
                      for beam in range(k) if scores[b, beam].item() > float("-inf")]

@@ -38,7 +38,8 @@ def bleu4(references: list[list[str]], hypotheses: list[str]) -> float:
                                              verbose=0)[0][3], 2)
 
 
-def caption_metrics(references: list[list[str]], hypotheses: list[str]) -> dict:
+def caption_metrics(references: list[list[str]], hypotheses: list[str], *,
+                    meteor: bool = True) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr from pycocoevalcap, on the 0-100 scale.
 
     Captions are tokenised with our own tokeniser (the same as training) rather than the PTB
@@ -55,14 +56,16 @@ def caption_metrics(references: list[list[str]], hypotheses: list[str]) -> dict:
     scores.update({f"bleu{n + 1}": 100 * b for n, b in enumerate(bleu)})
     scores["rouge_l"] = 100 * Rouge().compute_score(refs, hyps)[0]
     scores["cider"] = 100 * Cider().compute_score(refs, hyps)[0]
-    if java_available():
+    if not meteor:
+        scores["skipped"] = ["meteor: not requested"]
+    elif java_available():
         from pycocoevalcap.meteor.meteor import Meteor
 
-        meteor = Meteor()
+        scorer = Meteor()
         try:
-            scores["meteor"] = 100 * meteor.compute_score(refs, hyps)[0]
+            scores["meteor"] = 100 * scorer.compute_score(refs, hyps)[0]
         finally:
-            del meteor  # its __del__ stops the Java process
+            del scorer  # its __del__ stops the Java process
     else:
         scores["skipped"] = ["meteor: needs Java, which is not installed"]
     return {k: (round(float(v), 2) if not isinstance(v, list) else v) for k, v in scores.items()}
@@ -127,7 +130,7 @@ def generate_for_split(model, split, *, beam_size: int, max_len: int, batch_size
     for start in tqdm(range(0, len(split), batch_size), desc=desc, leave=False):
         stop = min(start + batch_size, len(split))
         if features is not None:
-            batch = torch.as_tensor(np.asarray(features[start:stop]), device=device).float()
+            batch = torch.from_numpy(np.array(features[start:stop])).to(device).float()
         else:
             images = [to_rgb(row["image"]) for row in split.select(range(start, stop))]
             batch = model.encode(images_to_batch(model, images))
@@ -136,7 +139,7 @@ def generate_for_split(model, split, *, beam_size: int, max_len: int, batch_size
 
 
 def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: int = 64,
-                   features=None, full: bool = True) -> dict:
+                   features=None, full: bool = True, meteor: bool = True) -> dict:
     """All metrics for one split; `full=False` (per-epoch validation) computes BLEU only."""
     captions = generate_for_split(model, split, beam_size=beam_size, max_len=max_len,
                                   batch_size=batch_size, features=features,
@@ -144,7 +147,7 @@ def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: in
     references = split["captions"]
     hypotheses = [c.text for c in captions]
     if full:
-        metrics = caption_metrics(references, hypotheses)
+        metrics = caption_metrics(references, hypotheses, meteor=meteor)
     else:
         metrics = {"bleu4": bleu4(references, hypotheses)}
     if "objects" in split.column_names:

@@ -58,7 +58,7 @@ class TrainConfig:
     min_word_freq: int = 5
     max_caption_len: int = 30
     captions_per_image: int = 0
-    max_train_images: int = 0
+    max_images: int = 0
     max_eval_images: int = 500
     num_scenes: int = 10000
     data_dir: str = "data"
@@ -77,6 +77,7 @@ class TrainConfig:
     # evaluation and output
     beam_size: int = 3
     max_len: int = 20
+    meteor: bool = True
     seed: int = 0
     resume: bool = False
     push_to_hub: str = ""
@@ -91,7 +92,7 @@ HELP = {
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "captions_per_image": "captions per image visited each epoch (0: all)",
-    "max_train_images": "use only the first N training images (0: all)",
+    "max_images": "use only the first N images of each split, for quick runs (0: all)",
     "max_eval_images": "validation images decoded each epoch",
     "num_scenes": "training images generated for --dataset scenes",
     "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
@@ -99,6 +100,7 @@ HELP = {
     "resume": "continue from OUTPUT_DIR/checkpoint.safetensors",
     "push_to_hub": "upload the output folder to this Hub repo id (token: HF_TOKEN or login)",
     "cpu": "train on the CPU even if a GPU is present",
+    "meteor": "compute METEOR on the test split (starts Java; --no-meteor for quick runs)",
 }
 
 PRESETS = {
@@ -202,7 +204,7 @@ def prepare_dataset(cfg: TrainConfig):
                                  seed=cfg.seed)
     else:
         source = cfg.dataset
-    return load_caption_dataset(source, seed=cfg.seed, max_images=cfg.max_train_images or None)
+    return load_caption_dataset(source, seed=cfg.seed, max_images=cfg.max_images or None)
 
 
 def lr_lambda(warmup: int, total: int):
@@ -293,11 +295,12 @@ def plot_curves(path: Path, history: list[dict]) -> None:
 
 
 @torch.no_grad()
-def validation_loss(objective, loader) -> float:
+def validation_loss(objective: Objective, loader, device) -> float:
+    """Teacher-forced cross-entropy on the validation split (main process, unwrapped model)."""
     objective.eval()
     total, count = 0.0, 0
     for inputs, captions in loader:
-        total += objective(inputs, captions)[1].item() * len(captions)
+        total += objective(inputs.to(device), captions.to(device))[1].item() * len(captions)
         count += len(captions)
     objective.train()
     return total / max(count, 1)
@@ -381,9 +384,9 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         state = load_checkpoint(checkpoint, acc.unwrap_model(objective).model, optimizer,
                                 scheduler)
         acc.print(f"resumed from {checkpoint} after epoch {state['epoch']}")
-    val_loader = acc.prepare(torch.utils.data.DataLoader(
+    val_loader = torch.utils.data.DataLoader(
         Pairs(inputs["validation"], captions["validation"],
-              epoch_pairs(captions["validation"], 0, cfg.seed, 0)), batch_size=cfg.batch_size))
+              epoch_pairs(captions["validation"], 0, cfg.seed, 0)), batch_size=cfg.batch_size)
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
@@ -408,11 +411,13 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             running += ce.item() * len(batch_captions)
             seen += len(batch_captions)
             bar.set_postfix(loss=f"{running / seen:.3f}")
-        row = {"epoch": epoch, "train_loss": round(running / max(seen, 1), 4),
-               "val_loss": round(validation_loss(objective, val_loader), 4),
-               "lr": scheduler.get_last_lr()[0]}
+        running, seen = acc.reduce(torch.tensor([running, seen], device=acc.device)).tolist()
         if acc.is_main_process:
-            model = acc.unwrap_model(objective).model
+            unwrapped = acc.unwrap_model(objective)
+            model = unwrapped.model
+            row = {"epoch": epoch, "train_loss": round(running / max(seen, 1), 4),
+                   "val_loss": round(validation_loss(unwrapped, val_loader, acc.device), 4),
+                   "lr": scheduler.get_last_lr()[0]}
             metrics = evaluate_split(model, splits["validation"], beam_size=1,
                                      max_len=cfg.max_len, features=None
                                      if cfg.fine_tune_encoder else inputs["validation"],
@@ -458,7 +463,8 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     test = dataset["test"]
     metrics = {"dataset": cfg.dataset, "split": "test", "images": len(test), "scale": "0-100"}
     for beam in (1, 3):
-        metrics[f"beam{beam}"] = evaluate_split(model, test, beam_size=beam, max_len=cfg.max_len)
+        metrics[f"beam{beam}"] = evaluate_split(model, test, beam_size=beam, max_len=cfg.max_len,
+                                                meteor=cfg.meteor)
     metrics["selected_epoch"] = max(history, key=selection_score)["epoch"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     example = test[0]

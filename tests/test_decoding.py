@@ -153,3 +153,49 @@ def test_caption_images_rejects_bad_arguments(tiny_model):
         caption_images(tiny_model, [image], beam_size=0)
     with pytest.raises(ValueError, match="at least 1"):
         caption_images(tiny_model, [image], max_len=0)
+
+
+class BigramModel:
+    """A scripted stand-in for Captioner: the next word depends only on the previous one."""
+
+    def __init__(self, words, table, grid=2):
+        from captioner.model import CaptionerConfig
+        from captioner.vocab import SPECIALS, Vocabulary
+
+        self.vocab = Vocabulary([*SPECIALS, *words])
+        self.config = CaptionerConfig(vocab=self.vocab.words, encoder="resnet18", grid_size=grid)
+        probs = torch.full((len(self.vocab), len(self.vocab)), 1e-3)
+        for previous, row in table.items():
+            for word, p in row.items():
+                probs[self.vocab.index[previous], self.vocab.index[word]] = p
+        self.logits = probs.log()
+
+    def init_state(self, features):
+        from captioner.model import DecoderState
+
+        zeros = torch.zeros(features.shape[0], 1)
+        return DecoderState(zeros, zeros), features
+
+    def step(self, words, state, features, projected):
+        alpha = torch.full(features.shape[:2], 1 / features.shape[1])
+        return self.logits[words], state, alpha
+
+
+def test_beam_search_does_not_stop_on_a_pool_of_early_junk():
+    """Two unlikely captions end early and fill a beam-2 pool while the likely caption
+    "a red square" is still being written: the search must go on and return it."""
+    model = BigramModel(["a", "red", "square", "junk"], {
+        "<start>": {"a": 0.9, "junk": 0.09},
+        "a": {"red": 0.98, "square": 0.015},
+        "red": {"square": 0.99},
+        "square": {"<end>": 0.99},
+        "junk": {"<end>": 0.99},
+    })
+    features = torch.zeros(1, 4, 3)
+    (expected,) = greedy(model, features, max_len=10)
+    assert expected.tokens == ["a", "red", "square"]
+    for k in (2, 3, 4):
+        (caption,) = beam_search(model, features, beam_size=k, max_len=10)
+        assert caption.tokens == ["a", "red", "square"], k
+        assert caption.score == pytest.approx(expected.score)
+        assert caption.attention.shape == (3, 2, 2)

@@ -1,0 +1,125 @@
+"""`python -m captioner caption ...` end to end on a tiny random model saved to a temp folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner import cli, hub
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout=120):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "captioner", "caption", *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    png = tmp_path / "img1.png"
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(png)
+    jpg = tmp_path / "img2.jpg"
+    Image.fromarray(rng.integers(0, 256, (61, 33, 3), dtype=np.uint8)).save(jpg)
+    return png, jpg
+
+
+def check_json_line(line, image, grid):
+    record = json.loads(line)
+    assert set(record) == {"image", "caption", "tokens", "score", "attention_shape"}
+    assert record["image"] == str(image)
+    assert record["caption"] == " ".join(record["tokens"])
+    assert isinstance(record["score"], float | int) and record["score"] <= 0
+    assert record["attention_shape"] == [len(record["tokens"]), grid, grid]
+    return record
+
+
+def test_caption_json_and_attention_grids(saved_model_dir, images, tmp_path):
+    png, jpg = images
+    out = tmp_path / "g.png"
+    result = run_cli(png, jpg, "--weights", saved_model_dir, "--json", "--attention-grid", out,
+                     "--max-len", "6")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, image in zip(lines, images):
+        record = check_json_line(line, image, grid=4)
+        assert len(record["tokens"]) <= 6
+    for name in ("g-img1.png", "g-img2.png"):  # several images: OUT-<image name>.png each
+        with Image.open(tmp_path / name) as grid:
+            grid.load()
+            assert grid.format == "PNG" and grid.width > 100 and grid.height > 100
+    assert not out.exists()
+
+
+def test_missing_weights_folder_explains_what_to_do(images, tmp_path, capsys):
+    # in-process: an exception escaping main() (a traceback) would fail the test
+    code = cli.main(["caption", str(images[0]), "--weights", str(tmp_path / "no-model-here")])
+    captured = capsys.readouterr()
+    assert code != 0
+    assert "Traceback" not in captured.err
+    assert "cannot load weights" in captured.err and "no such model folder" in captured.err
+    assert "--weights" in captured.err and "model.safetensors" in captured.err
+    assert captured.out == ""
+
+
+def test_broken_weights_folder_is_an_error_message_not_a_traceback(saved_model_dir, images,
+                                                                   capsys):
+    (saved_model_dir / "model.safetensors").write_bytes(b"truncated")
+    code = cli.main(["caption", str(images[0]), "--weights", str(saved_model_dir)])
+    captured = capsys.readouterr()
+    assert code != 0 and "not a readable safetensors file" in captured.err
+
+
+def test_default_weights_missing_says_how_to_train_them(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "BUNDLED_WEIGHTS", tmp_path / "weights")
+    assert cli.main(["caption", str(images[0])]) == 2
+    err = capsys.readouterr().err
+    assert "train_space.py" in err and "--weights" in err
+
+
+def test_corrupt_image_among_good_ones(saved_model_dir, images, tmp_path, capsys):
+    png, jpg = images
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a jpeg at all")
+    code = cli.main(["caption", str(png), str(broken), str(jpg), "--weights",
+                     str(saved_model_dir), "--json", "--beam-size", "2", "--max-len", "5"])
+    captured = capsys.readouterr()
+    assert code != 0
+    assert "broken.jpg" in captured.err and "not an image" in captured.err
+    assert "img1" not in captured.err and "img2" not in captured.err
+    lines = captured.out.strip().splitlines()
+    assert [json.loads(line)["image"] for line in lines] == [str(png), str(jpg)]
+    for line, image in zip(lines, (png, jpg)):
+        check_json_line(line, image, grid=4)
+
+
+def test_plain_text_output_and_single_grid(saved_model_dir, images, tmp_path, capsys):
+    out = tmp_path / "one.png"
+    code = cli.main(["caption", str(images[1]), "--weights", str(saved_model_dir),
+                     "--attention-grid", str(out), "--beam-size", "1", "--max-len", "4"])
+    assert code == 0
+    assert capsys.readouterr().out.startswith(f"{images[1]}: ")
+    with Image.open(out) as grid:
+        assert grid.format == "PNG"
+
+
+def test_only_bad_images(saved_model_dir, tmp_path, capsys):
+    code = cli.main(["caption", str(tmp_path / "missing.png"), "--weights",
+                     str(saved_model_dir)])
+    captured = capsys.readouterr()
+    assert code != 0 and "no such file" in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("flag", ["--beam-size", "--max-len"])
+def test_bad_decoding_arguments(saved_model_dir, images, capsys, flag):
+    code = cli.main(["caption", str(images[0]), "--weights", str(saved_model_dir), flag, "0"])
+    assert code == 2 and "at least 1" in capsys.readouterr().err

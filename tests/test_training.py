@@ -1,0 +1,195 @@
+"""train_space.py end to end on tiny generated data: every dataset layout, resume after SIGKILL,
+the model card, pushing (with the Hub patched) and multi-process training with accelerate."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from captioner.hub import load_model, push_folder
+from captioner.scenes import generate_scenes
+from captioner.training import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--encoder", "resnet18", "--encoder-stage", "1", "--grid", "4", "--image-size", "32",
+        "--embed-dim", "16", "--attention-dim", "16", "--hidden-dim", "32", "--dropout", "0",
+        "--no-pretrained-encoder", "--batch-size", "8", "--max-eval-images", "16",
+        "--no-meteor", "--warmup-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes") / "scenes"
+    return generate_scenes(root, num_train=48, num_validation=16, num_test=16, image_size=32,
+                           seed=3, progress=False)
+
+
+def rows(scenes: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (scenes / split / "metadata.jsonl").open()]
+
+
+def write_layout(scenes: Path, root: Path, layout: str) -> Path:
+    """The scenes dataset re-written in one of the layouts load_caption_dataset accepts."""
+    splits = ["train"] if layout in ("kaggle", "unsplit") else ["train", "validation", "test"]
+    for split in splits:
+        folder = root / ("Images" if layout == "kaggle" else "" if layout == "unsplit" else split)
+        folder.mkdir(parents=True, exist_ok=True)
+        records = [r for s in (["train", "validation", "test"] if len(splits) == 1 else [split])
+                   for r in ((s, x) for x in rows(scenes, s))]
+        names = []
+        for source_split, record in records:
+            name = f"{source_split}-{record['file_name']}"
+            shutil.copy(scenes / source_split / record["file_name"], folder / name)
+            names.append((name, record["captions"]))
+        if layout == "kaggle":
+            with open(root / "captions.txt", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["image", "caption"])
+                writer.writerows((n, c) for n, caps in names for c in caps)
+        elif layout in ("caption_columns", "unsplit"):
+            with open(folder / "metadata.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["file_name"] + [f"caption_{i}" for i in range(5)])
+                writer.writerows([n, *caps] for n, caps in names)
+        elif layout == "caption_per_row":
+            with open(folder / "metadata.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["file_name", "caption"])
+                writer.writerows((n, c) for n, caps in names for c in caps)
+        elif layout == "captions_list":
+            with open(folder / "metadata.jsonl", "w") as f:
+                f.writelines(json.dumps({"file_name": n, "captions": caps}) + "\n"
+                             for n, caps in names)
+    return root
+
+
+def check_output(out: Path, epochs: int) -> dict:
+    model = load_model(out)
+    assert model.config.grid_size == 4
+    for name in ("model.safetensors", "config.json", "README.md", "metrics.json", "log.jsonl",
+                 "training_curve.png", "attention_example.png", "checkpoint.safetensors"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for beam in ("beam1", "beam3"):
+        assert {"bleu1", "bleu4", "rouge_l", "cider"} <= metrics[beam].keys()
+        assert 0 <= metrics[beam]["bleu4"] <= 100
+    log = [json.loads(line) for line in (out / "log.jsonl").open()]
+    assert [row["epoch"] for row in log] == list(range(1, epochs + 1))
+    card = (out / "README.md").read_text()
+    assert "BLEU-4" in card and "python train_space.py" in card and "pipeline_tag" in card
+    return metrics
+
+
+@pytest.mark.parametrize("layout", ["captions_list", "caption_columns", "caption_per_row",
+                                    "kaggle", "unsplit"])
+def test_train_on_each_layout(scenes, tmp_path, layout, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = write_layout(scenes, tmp_path / "data", layout)
+    out = tmp_path / "out"
+    main(["--dataset", str(data), "--output-dir", str(out), "--epochs", "1",
+          "--cache-dir", str(tmp_path / "cache"), "--min-word-freq", "1", *TINY])
+    check_output(out, epochs=1)
+
+
+def test_scenes_training_reports_grounding(scenes, tmp_path, monkeypatch):
+    """Scenes keep their boxes through the pipeline: correctness and pointing are measured."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "2",
+          "--cache-dir", str(tmp_path / "cache"), "--fine-tune-encoder", "--lr", "3e-3", *TINY])
+    metrics = check_output(out, epochs=2)
+    for key in ("objects_correct", "relations_correct", "pointing", "pointing_chance"):
+        assert key in metrics["beam3"]
+    log = [json.loads(line) for line in (out / "log.jsonl").open()]
+    assert log[1]["train_loss"] < log[0]["train_loss"]  # it learns
+
+
+def run_training(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(ROOT / "train_space.py"), *args], cwd=cwd,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            **kwargs)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(scenes, tmp_path):
+    """Kill mid-epoch, resume: every epoch logged once, and the same numbers as a straight run
+    (CPU, one process, fixed seeds and per-epoch shuffles: training is deterministic)."""
+    common = ["--dataset", str(scenes), "--epochs", "3", "--cache-dir", str(tmp_path / "cache"),
+              "--fine-tune-encoder", *TINY]
+    straight = tmp_path / "straight"
+    assert run_training([*common, "--output-dir", str(straight)], tmp_path).wait(300) == 0
+
+    out = tmp_path / "interrupted"
+    proc = run_training([*common, "--output-dir", str(out)], tmp_path)
+    deadline = time.monotonic() + 240
+    while not (out / "log.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log = [json.loads(line) for line in (out / "log.jsonl").open()]
+    assert len(log) < 3, "the run finished before it could be killed"
+    assert not list(out.glob("*.tmp"))
+    resumed = run_training([*common, "--output-dir", str(out), "--resume"], tmp_path)
+    assert resumed.wait(300) == 0, resumed.stderr.read().decode()[-2000:]
+
+    log = [json.loads(line) for line in (out / "log.jsonl").open()]
+    reference = [json.loads(line) for line in (straight / "log.jsonl").open()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    for got, want in zip(log, reference):
+        for key in ("train_loss", "val_loss", "bleu4", "lr"):
+            assert got[key] == want[key], (key, got, want)
+    assert (json.loads((out / "metrics.json").read_text())["beam3"]
+            == json.loads((straight / "metrics.json").read_text())["beam3"])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    proc = run_training(["--dataset", "scenes", "--output-dir", str(tmp_path / "none"),
+                         "--resume"], tmp_path)
+    assert proc.wait(120) != 0
+    err = proc.stderr.read().decode()
+    assert "no checkpoint" in err and "Traceback" not in err
+
+
+def test_push_to_hub_uses_token_without_leaking_it(scenes, tmp_path, monkeypatch, capsys):
+    """Hub client patched (no network): the folder is uploaded, the token never printed or
+    written to any file of the output folder."""
+    secret = "hf_SECRETtoken1234567890"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.chdir(tmp_path)
+    uploaded = {}
+
+    def fake_upload_folder(self, *, folder_path, repo_id, **kwargs):
+        uploaded.update(repo_id=repo_id, files=sorted(os.listdir(folder_path)),
+                        patterns=kwargs.get("allow_patterns"))
+        return mock.Mock(repo_url=f"https://huggingface.co/{repo_id}")
+
+    with mock.patch("huggingface_hub.HfApi.create_repo") as create, \
+            mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload_folder):
+        out = tmp_path / "out"
+        main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "1",
+              "--cache-dir", str(tmp_path / "cache"), "--push-to-hub", "me/tiny", *TINY])
+    create.assert_called_once()
+    assert uploaded["repo_id"] == "me/tiny"
+    assert "checkpoint.safetensors" not in str(uploaded["patterns"])
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert "me/tiny" in (out / "README.md").read_text()
+
+
+def test_push_without_token_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no stored login either
+    with pytest.raises(SystemExit, match="HF_TOKEN"):
+        push_folder(tmp_path, "me/tiny")
