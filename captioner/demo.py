@@ -20,8 +20,13 @@ import numpy as np
 from PIL import Image
 
 from captioner.decoding import caption_images
-from captioner.hub import (BUNDLED_WEIGHTS, load_model, metrics_table, read_metrics,
-                           resolve_model_dir)
+from captioner.hub import (
+    BUNDLED_WEIGHTS,
+    load_model,
+    metrics_table,
+    read_metrics,
+    resolve_model_dir,
+)
 from captioner.model import Captioner
 from captioner.preprocess import ImageError, load_image
 from captioner.visualize import attention_overlay
@@ -80,26 +85,44 @@ def display_copy(image: Image.Image, largest: int = DISPLAY_MAX,
     return image.resize(size, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
 
 
-def image_source(value):
-    """What the app or an API client hands over -> something `load_image` accepts.
+NO_IMAGE = ("no image given: upload a picture, paste one, take one with the webcam or pick an "
+            "example")
 
-    Accepts a PIL image, a path, bytes, or a gradio file payload (a dict or object with `path`).
-    """
-    if value is None:
-        raise ImageError("no image given: upload a picture, paste one, use the webcam or "
-                         "pick an example")
+
+def image_source(value) -> tuple[object, str]:
+    """What the app or an API client hands over -> (something `load_image` accepts, the name
+    to use in messages). Accepts a PIL image, a path, bytes, or a gradio file payload (a dict
+    or object with `path` and maybe `orig_name`). Server paths never appear in messages."""
+    name = None
     if isinstance(value, dict):
-        value = value.get("path") or value.get("name")
-    elif not isinstance(value, str | Path | bytes | bytearray | Image.Image):
+        name = value.get("orig_name")
+        value = value.get("path")
+    elif value is not None and not isinstance(value, str | Path | bytes | bytearray | memoryview
+                                              | Image.Image):
+        name = getattr(value, "orig_name", None)
         value = getattr(value, "path", value)
-    if not value:
-        raise ImageError("no image given: upload a picture, paste one, use the webcam or "
-                         "pick an example")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ImageError(NO_IMAGE)
     if isinstance(value, memoryview):
         value = bytes(value)
     if not isinstance(value, str | Path | bytes | bytearray | Image.Image):
         raise ImageError(f"cannot read an image from a {type(value).__name__}")
-    return value
+    if name is None:
+        name = Path(value).name if isinstance(value, str | Path) else "the image"
+    return value, str(name)
+
+
+def load_input(value) -> Image.Image:
+    """Any accepted input -> upright RGB PIL image (huge ones downscaled), or ImageError with
+    a message fit for the user (naming the file by its original name, never a server path)."""
+    source, name = image_source(value)
+    try:
+        return load_image(source)
+    except ImageError as e:
+        message = str(e)
+        if isinstance(source, str | Path):
+            message = message.replace(str(source), name)
+        raise ImageError(message) from None
 
 
 def check_int(name: str, value, low: int, high: int) -> int:
@@ -284,6 +307,32 @@ class ModelInfo:
         return "\n".join(lines).strip() + "\n"
 
 
+@dataclass
+class View:
+    """Plain values for the app's outputs after captioning one image."""
+
+    caption: str
+    details: str  # the score line
+    words: list[tuple[str, str | None]]  # for gr.HighlightedText, word 1 marked
+    count: int  # T: the word slider's maximum
+    heatmap: str | None  # overlay of word 1 (file path)
+    gallery: list[tuple[str, str]]  # (overlay file, word) for every word
+    grid: str | None  # PNG of all words, for download
+
+
+def word_view(gallery, index) -> tuple[str | None, list[tuple[str, str | None]]]:
+    """Slider moved: the overlay of word `index` (1-based) and the words with it marked.
+
+    `gallery` is the gallery's value, [(overlay file, word), ...]: the overlays were drawn when
+    the caption was made, so this only picks one (no model, no drawing)."""
+    if not gallery:
+        return None, []
+    items = [item if isinstance(item, tuple | list) else (item, None) for item in gallery]
+    i = clamp_index(index, len(items))
+    words = [str(word) if word is not None else "?" for _, word in items]
+    return str(items[i - 1][0]), highlighted(words, i)
+
+
 class Demo:
     """A loaded model plus what the app needs to show about it."""
 
@@ -310,7 +359,7 @@ class Demo:
         attention. Raises ImageError for unusable input, ValueError for bad settings."""
         beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
         max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
-        picture = load_image(image_source(image))
+        picture = load_input(image)
         start = time.perf_counter()
         caption = caption_images(self.model, [picture], beam_size=beam_size, max_len=max_len)[0]
         shown = display_copy(picture)
@@ -322,11 +371,32 @@ class Demo:
         """The named API endpoint: JSON with caption, tokens, score and attention maps."""
         beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
         max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
-        picture = load_image(image_source(image))
+        picture = load_input(image)
         caption = caption_images(self.model, [picture], beam_size=beam_size, max_len=max_len)[0]
         result = Result(list(caption.tokens), float(caption.score), caption.attention, picture,
                         [], beam_size, max_len)
         return api_payload(result, self.cell_centres)
+
+    def view(self, image, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN) -> View:
+        """Caption an image and prepare everything the page shows (files written once)."""
+        result = self.caption(image, beam_size, max_len)
+        paths = [str(p) for p in self.save_overlays(result)]
+        grid = self.grid_png(result)
+        return View(result.text or EMPTY_CAPTION, describe_score(result),
+                    highlighted(result.tokens, 1), len(result.tokens),
+                    paths[0] if paths else None, list(zip(paths, result.tokens)),
+                    str(grid) if grid else None)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the weights change (keeps cached example outputs per model)."""
+        digest = hashlib.sha1(str(self.info.model_dir.resolve()).encode())
+        for name in ("config.json", "model.safetensors"):
+            path = self.info.model_dir / name
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:12]
 
     overlay_for = staticmethod(overlay_for)
     highlighted = staticmethod(highlighted)

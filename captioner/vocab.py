@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
-_NON_WORD = re.compile(r"[^a-z0-9' ]+")
+_NON_WORD = re.compile(r"[^\w' ]+|_")
 
 
 def tokenize(text: str) -> list[str]:

@@ -6,8 +6,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from captioner.model import Encoder
-from captioner.visualize import attention_grid, attention_overlay, save_attention_grid, \
-    upsample_attention
+from captioner.visualize import (
+    attention_grid,
+    attention_overlay,
+    save_attention_grid,
+    upsample_attention,
+)
 
 
 def one_hot(n, row, col):

@@ -1,0 +1,227 @@
+"""captioner web app: caption an image and see where the model looked for every word.
+
+    python app.py                          # bundled weights/, http://127.0.0.1:7860
+    python app.py --weights runs/scenes    # a model folder (or a Hugging Face Hub repo id)
+    python app.py --share                  # public gradio.live link
+    CAPTIONER_WEIGHTS=owner/repo python app.py
+
+On a Hugging Face Space (app_file: app.py) the module-level `demo` is what gets served. All the
+logic lives in `captioner.demo`; this file only wires it to gradio components.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+from captioner.demo import (
+    ATTENTION_EXPLANATION,
+    BEAM_SIZES,
+    CURRENT,
+    DEFAULT_BEAM,
+    DEFAULT_MAX_LEN,
+    MAX_LEN_RANGE,
+    Demo,
+    word_view,
+)
+from captioner.hub import BUNDLED_WEIGHTS
+from captioner.preprocess import ImageError
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE / "examples"
+EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+CACHE_VERSION = "1"  # bump when the caption handler's outputs change (invalidates cached examples)
+
+INTRO = """\
+# captioner · Show, Attend and Tell
+
+Upload a picture (or paste one, use the webcam, or click an example). The model writes a caption
+one word at a time and, before each word, decides **where in the image to look**. Move the
+**word slider** to see that attention as a heatmap for each word.
+"""
+
+CSS = """
+#caption textarea { font-size: 1.25rem; font-weight: 600; }
+#words { font-size: 1.1rem; }
+footer { display: none !important; }
+"""
+
+
+def example_files(folder: Path = EXAMPLES) -> list[str]:
+    """Example images: scenes first, then photos, by name."""
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES]
+    return [str(p) for p in sorted(files, key=lambda p: (not p.name.startswith("scene"), p.name))]
+
+
+def add_examples(model: Demo, examples: list[str], inputs, outputs, fn) -> gr.Examples:
+    """Clickable examples whose outputs are cached on first use, in a folder per model so that
+    new weights never show old captions."""
+    previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
+    base = Path(previous or ".gradio/cached_examples")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(
+        base / f"captioner-{model.fingerprint}-v{CACHE_VERSION}")
+    try:
+        return gr.Examples([[path, DEFAULT_BEAM, DEFAULT_MAX_LEN] for path in examples],
+                           inputs=inputs, outputs=outputs, fn=fn, cache_examples=True,
+                           cache_mode="lazy", preprocess=False, visible_columns=[0],
+                           examples_per_page=12, label="Examples: click one")
+    finally:
+        if previous is None:
+            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
+        else:
+            os.environ["GRADIO_EXAMPLES_CACHE"] = previous
+
+
+def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
+    """The page for a loaded model. `examples` defaults to the images in examples/."""
+    examples = example_files() if examples is None else examples
+
+    def caption(image, beam_size, max_len):
+        try:
+            view = model.view(image, beam_size, max_len)
+        except (ImageError, ValueError) as e:
+            raise gr.Error(str(e), title="Cannot caption this image") from None
+        slider = gr.Slider(minimum=1, maximum=max(view.count, 2), value=1, step=1,
+                           interactive=view.count > 1)
+        return (view.caption, view.details, view.words, slider, view.heatmap, view.gallery,
+                view.grid)
+
+    def show_word(gallery, index):
+        return word_view(gallery, index)
+
+    def pick_from_gallery(evt: gr.SelectData):
+        return evt.index + 1
+
+    def api_caption(image, beam_size, max_len) -> dict:
+        try:
+            return model.api(image, beam_size, max_len)
+        except (ImageError, ValueError) as e:
+            raise gr.Error(str(e), title="Cannot caption this image") from None
+
+    with gr.Blocks(title="captioner: Show, Attend and Tell", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(INTRO)
+        # The outputs are made first (rendered further down) so the examples can refer to them.
+        text = gr.Textbox(label="Caption", interactive=False, elem_id="caption",
+                          buttons=["copy"], lines=1, max_lines=3, render=False)
+        details = gr.Markdown(elem_id="details", render=False)
+        words = gr.HighlightedText(label="Words (highlighted: the word whose attention is shown)",
+                                   color_map={CURRENT: "#f97316"}, show_legend=False,
+                                   show_inline_category=False, elem_id="words", render=False)
+        word = gr.Slider(1, 2, value=1, step=1, label="Word",
+                         info="move to see where the model looked for each word",
+                         interactive=False, elem_id="word-slider", render=False)
+        heatmap = gr.Image(label="Attention for the selected word", type="filepath",
+                           interactive=False, height=340, elem_id="heatmap",
+                           buttons=["download", "fullscreen"], render=False)
+        gallery = gr.Gallery(label="Attention for every word (click one to select it)",
+                             type="filepath", columns=8, height="auto", object_fit="contain",
+                             allow_preview=False, elem_id="gallery",
+                             buttons=["download_all", "fullscreen"], render=False)
+        grid = gr.File(label="Download all words as one PNG", interactive=False,
+                       elem_id="grid-file", render=False)
+        outputs = [text, details, words, word, heatmap, gallery, grid]
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                image = gr.Image(label="Image", type="filepath", height=340,
+                                 sources=["upload", "webcam", "clipboard"],
+                                 elem_id="input-image")
+                with gr.Row():
+                    beam = gr.Slider(*BEAM_SIZES, value=DEFAULT_BEAM, step=1, label="Beam size",
+                                     info="1 = greedy; larger beams compare more captions")
+                    max_len = gr.Slider(*MAX_LEN_RANGE, value=DEFAULT_MAX_LEN, step=1,
+                                        label="Maximum length", info="in words")
+                run = gr.Button("Caption", variant="primary", elem_id="run")
+                if examples:
+                    add_examples(model, examples, [image, beam, max_len], outputs, caption)
+            with gr.Column(scale=6):
+                for component in (text, details, words, word, heatmap):
+                    component.render()
+        gallery.render()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                with gr.Accordion("What does the heatmap mean?", open=True):
+                    gr.Markdown(ATTENTION_EXPLANATION)
+                grid.render()
+            with gr.Column(scale=6):
+                with gr.Accordion("About the model", open=True):
+                    gr.Markdown(model.model_markdown(), elem_id="model-info")
+
+        gr.on([run.click, image.upload], caption, inputs=[image, beam, max_len],
+              outputs=outputs, preprocess=False, api_visibility="undocumented",
+              api_name="caption_ui")
+        # Moving the slider only picks a ready-made overlay: no queue, no spinner.
+        word.change(show_word, inputs=[gallery, word], outputs=[heatmap, words],
+                    queue=False, show_progress="hidden", api_visibility="undocumented",
+                    api_name="show_word")
+        gallery.select(pick_from_gallery, None, word, queue=False, show_progress="hidden",
+                       api_visibility="undocumented")
+
+        # The API: gradio_client.Client(url).predict(handle_file(path), 3, 20, api_name="/caption")
+        api_out = gr.JSON(visible=False)
+        api_button = gr.Button(visible=False)
+        api_button.click(api_caption, inputs=[image, beam, max_len], outputs=api_out,
+                         preprocess=False, api_name="caption",
+                         api_description="Caption an image: returns caption, tokens, score "
+                                         "and one attention map (grid x grid) per token.")
+    demo.queue(default_concurrency_limit=2, max_size=32)
+    return demo
+
+
+def weights_source(arg: str | None = None) -> str:
+    return arg or os.environ.get("CAPTIONER_WEIGHTS") or str(BUNDLED_WEIGHTS)
+
+
+def load_or_exit(source: str) -> Demo:
+    """Load the model or stop with a message that names the problem (never random weights)."""
+    try:
+        return Demo.load(source)
+    except Exception as e:  # WeightsError, but also anything else: never start without a model
+        print(f"captioner app: cannot load the model weights from '{source}'.\n"
+              f"  problem: {e if str(e) else type(e).__name__}\n"
+              "  fix: pass --weights DIR_OR_REPO_ID (a folder holding model.safetensors and "
+              "config.json, or a Hugging Face Hub repo id) or set CAPTIONER_WEIGHTS; to create "
+              "the bundled model run `python train_space.py --dataset scenes "
+              "--output-dir weights`.", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="model folder or Hugging Face Hub repo id "
+                        "(default: $CAPTIONER_WEIGHTS, else the bundled weights/ folder)")
+    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--server-name", default=None,
+                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--server-port", type=int, default=None, help="port (default 7860)")
+    return parser.parse_args(argv)
+
+
+def launch(app: gr.Blocks, **kwargs):
+    return app.launch(max_file_size="10mb", css=CSS, theme=gr.themes.Soft(), **kwargs)
+
+
+def __getattr__(name: str):
+    """`app.demo`, built on first use (gradio's reload mode and Spaces look for it), so that
+    importing this module stays cheap and never loads weights by itself."""
+    if name == "demo":
+        global demo
+        demo = build_app(load_or_exit(weights_source()))
+        return demo
+    raise AttributeError(name)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    app = build_app(load_or_exit(weights_source(args.weights)))
+    launch(app, share=args.share, server_name=args.server_name, server_port=args.server_port)
+
+
+if __name__ == "__main__":
+    main()
