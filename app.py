@@ -121,7 +121,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                            buttons=["download", "fullscreen"], render=False)
         gallery = gr.Gallery(label="Attention for every word (click one to select it)",
                              type="filepath", columns=8, height="auto", object_fit="contain",
-                             allow_preview=False, elem_id="gallery",
+                             allow_preview=False, interactive=False, elem_id="gallery",
                              buttons=["download_all", "fullscreen"], render=False)
         grid = gr.File(label="Download all words as one PNG", interactive=False,
                        elem_id="grid-file", render=False)

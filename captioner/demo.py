@@ -41,7 +41,7 @@ CURRENT = "current word"  # the HighlightedText label of the word being shown
 EMPTY_CAPTION = "(the model ended the caption before writing any word)"
 
 ATTENTION_EXPLANATION = """\
-**What does the heatmap show?** The encoder cuts the image into a grid of cells and describes
+The encoder cuts the image into a grid of cells and describes
 each cell with a feature vector. Before writing each word the decoder computes *soft attention*:
 one weight per cell, all weights summing to 1, and it reads the image through that weighted
 average. The heatmap is those weights for the selected word, smoothly interpolated between the

@@ -1,8 +1,6 @@
 """Loading awkward images: every input is an upright RGB image or a clear ImageError."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -10,23 +8,13 @@ import torch
 from PIL import Image
 
 from captioner.preprocess import MAX_PIXELS, MAX_SIDE, ImageError, load_image, to_model_input
+from tests.bad_inputs import png_declaring
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
 
 def close(pixel, colour, tol=40):
     return all(abs(int(p) - c) <= tol for p, c in zip(pixel, colour))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A real 1x1 PNG whose IHDR claims width x height (with a valid CRC)."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    return bytes(data)
 
 
 def opened(path, attribute="mode"):

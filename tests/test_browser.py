@@ -1,0 +1,117 @@
+"""The page in headless Chromium: upload, caption, move the word slider, the heatmap changes.
+
+Uses the bundled weights/ when they exist (so the screenshots show the real model), else a tiny
+random model; CAPTIONER_TEST_WEIGHTS overrides both. Screenshots go to the test's tmp_path and
+the full page is also copied to /tmp/captioner-screenshot.png.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from captioner.hub import BUNDLED_WEIGHTS
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword)")]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+SCREENSHOT = Path("/tmp/captioner-screenshot.png")
+TIMEOUT_MS = 30_000
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+
+from test_app import running_app  # noqa: E402  (after the skips: imports gradio)
+
+
+def weights_for_screenshots() -> str | None:
+    chosen = os.environ.get("CAPTIONER_TEST_WEIGHTS")
+    if chosen:
+        return chosen
+    return str(BUNDLED_WEIGHTS) if (BUNDLED_WEIGHTS / "model.safetensors").is_file() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def heatmap_src(page) -> str | None:
+    img = page.locator("#heatmap img")
+    return img.first.get_attribute("src") if img.count() else None
+
+
+def current_word(page) -> str:
+    """The word HighlightedText marks (the only span with a background colour)."""
+    return page.evaluate("""() => {
+        const spans = [...document.querySelectorAll('#words .textspan')];
+        const marked = spans.filter(s => getComputedStyle(s).backgroundColor !== 'rgba(0, 0, 0, 0)'
+                                         && s.textContent.trim());
+        return marked.map(s => s.textContent.trim()).join('|');
+    }""")
+
+
+def test_upload_caption_and_step_through_words(browser, tmp_path):
+    with running_app(tmp_path, weights_for_screenshots()) as (url, examples):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.locator("#input-image input[type=file]").set_input_files(examples[0])
+        page.wait_for_function(
+            "() => document.querySelector('#caption textarea')?.value.trim().length > 0")
+        page.wait_for_function("() => document.querySelectorAll('#gallery img').length > 0")
+        page.wait_for_function("() => document.querySelector('#heatmap img')")
+        caption = page.locator("#caption textarea").input_value()
+        words = caption.split()
+        assert len(words) >= 2, caption
+        first_src = heatmap_src(page)
+        assert current_word(page) == words[0]
+        page.locator("#heatmap").screenshot(path=str(tmp_path / "heatmap-word-1.png"))
+        page.screenshot(path=str(tmp_path / "page-word-1.png"), full_page=True)
+
+        # Keyboard on the range input: one step right = the second word.
+        page.locator("#word-slider input[type=range]").focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
+            arg=first_src)
+        assert heatmap_src(page) != first_src
+        assert page.locator("#word-slider input[type=number]").input_value() == "2"
+        page.wait_for_timeout(300)
+        assert current_word(page) == words[1]
+
+        # Typing a number in the slider's box jumps straight to a word.
+        last = len(words)
+        box = page.locator("#word-slider input[type=number]")
+        box.fill(str(last))
+        box.press("Enter")
+        second_src = heatmap_src(page)
+        page.wait_for_function(
+            "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
+            arg=second_src)
+        page.wait_for_timeout(300)
+        assert current_word(page) == words[-1]
+        page.locator("#heatmap").screenshot(path=str(tmp_path / f"heatmap-word-{last}.png"))
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        shutil.copy(tmp_path / "page.png", SCREENSHOT)
+
+        # An example click shows its (lazily cached) result and the slider still works.
+        page.locator(".gallery-item, button.gallery").nth(1).click()
+        page.wait_for_function(
+            "c => document.querySelector('#caption textarea')?.value !== c", arg=caption)
+        src = heatmap_src(page)
+        page.locator("#word-slider input[type=range]").focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
+            arg=src)
+        page.close()
