@@ -446,7 +446,8 @@ class Demo:
         self._prune(max_age_s)
         grid = attention_grid_image(result)
         buffer = io.BytesIO()
-        grid.save(buffer, format="PNG", optimize=False, compress_level=3)
+        # 256 colours: a quarter of the size of a true-colour PNG, no visible loss on heatmaps
+        grid.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG")
         data = buffer.getvalue()
         path = self.workdir / f"attention-grid-{hashlib.sha1(data).hexdigest()[:12]}.png"
         path.write_bytes(data)

@@ -173,8 +173,7 @@ SCENE_NOTE = (
     "true cell centres, objects at least two cells wide, and a cosine learning-rate decay.")
 
 
-def write_model_card(out: Path, *, cfg: dict, metrics: dict, history: list[dict],
-                     command: str) -> Path:
+def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str) -> Path:
     """README.md for the model folder, written with huggingface_hub's ModelCard API."""
     from huggingface_hub import ModelCard, ModelCardData
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision import models
 
@@ -81,6 +81,22 @@ class Encoder(nn.Module):
         yy, xx = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("coord_grid", torch.stack([xx, yy]).flatten(1).T, persistent=False)
         self.out_dim = self.backbone_dim + (2 if coords else 0)
+
+    def fine_tune(self, last_stages: int | None) -> None:
+        """Train only the last `last_stages` residual stages (None: all, 0: none). Frozen parts
+        also keep their BatchNorm statistics fixed (see `train`)."""
+        self.backbone.requires_grad_(False)
+        n_stages = len(self.backbone) - 4  # after the stem's 4 modules
+        first = 0 if last_stages is None else 4 + max(0, n_stages - last_stages)
+        if last_stages != 0:
+            self.backbone[first:].requires_grad_(True)
+        self.trainable_from = first if last_stages != 0 else len(self.backbone)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.backbone[: getattr(self, "trainable_from", 0)]:
+            module.eval()
+        return self
 
     def load_imagenet_weights(self, name: str):
         """Start the backbone from ImageNet (training only; downloads via torchvision)."""
@@ -235,11 +251,16 @@ class Captioner(
         return model.eval()
 
     def save(self, directory: str | Path) -> Path:
-        """save_pretrained without the mixin's generic model card (we write our own)."""
+        """save_pretrained without the mixin's generic model card (we write our own), each file
+        written under a temporary name and renamed, so a crash never leaves a torn model."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self._save_pretrained(directory)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, tmp)
+        os.replace(tmp, directory / WEIGHTS_FILE)
+        tmp = directory / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self.config), indent=2))
+        os.replace(tmp, directory / CONFIG_FILE)
         return directory
 
 

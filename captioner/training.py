@@ -26,11 +26,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captioner.data import load_caption_dataset
+from captioner.decoding import caption_images
 from captioner.evaluation import evaluate_split
 from captioner.features import cache_key, cached_array, state_fingerprint
+from captioner.hub import load_model, push_folder, write_model_card
 from captioner.model import Captioner, CaptionerConfig
-from captioner.preprocess import normalise, resized_pixels, to_model_input
+from captioner.preprocess import normalise, resized_pixels, to_model_input, to_rgb
 from captioner.scenes import generate_scenes
+from captioner.visualize import save_attention_grid
 from captioner.vocab import Vocabulary
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -54,6 +57,7 @@ class TrainConfig:
     dropout: float = 0.5
     pretrained_encoder: bool = True
     fine_tune_encoder: bool = False
+    fine_tune_stages: int = 0
     # data
     min_word_freq: int = 5
     max_caption_len: int = 30
@@ -91,6 +95,7 @@ HELP = {
     "grid": "attention grid side (features are pooled to grid x grid)",
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
+    "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",
     "captions_per_image": "captions per image visited each epoch (0: all)",
     "max_images": "use only the first N images of each split, for quick runs (0: all)",
     "max_eval_images": "validation images decoded each epoch",
@@ -337,7 +342,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         except Exception as e:
             raise SystemExit(f"could not get ImageNet weights for {cfg.encoder} ({e}); with no "
                              "network use --no-pretrained-encoder") from e
-    model.encoder.requires_grad_(cfg.fine_tune_encoder)
+    model.encoder.fine_tune((cfg.fine_tune_stages or None) if cfg.fine_tune_encoder else 0)
     model.to(acc.device)
     mcfg = model.config
 
@@ -370,7 +375,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
                "lr": cfg.lr}]
     if cfg.fine_tune_encoder:
-        groups.append({"params": list(model.encoder.parameters()), "lr": cfg.encoder_lr})
+        groups.append({"params": [p for p in model.encoder.parameters() if p.requires_grad],
+                       "lr": cfg.encoder_lr})
     optimizer = torch.optim.Adam(groups)
     n_pairs = len(epoch_pairs(captions["train"], cfg.captions_per_image, cfg.seed, 0))
     steps_per_epoch = math.ceil(n_pairs / (cfg.batch_size * acc.num_processes
@@ -456,9 +462,6 @@ def broadcast_state(acc: Accelerator, state: dict) -> dict:
 
 def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dict]) -> None:
     """Evaluate the selected model on the test split and write metrics, figures and card."""
-    from captioner.hub import load_model, push_folder, write_model_card
-    from captioner.visualize import save_attention_grid
-
     model = load_model(out)
     test = dataset["test"]
     metrics = {"dataset": cfg.dataset, "split": "test", "images": len(test), "scale": "0-100"}
@@ -467,15 +470,11 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
                                                 meteor=cfg.meteor)
     metrics["selected_epoch"] = max(history, key=selection_score)["epoch"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    example = test[0]
-    from captioner.decoding import caption_images
-    from captioner.preprocess import to_rgb
-
-    image = to_rgb(example["image"])
+    image = to_rgb(test[0]["image"])
     caption = caption_images(model, [image], beam_size=cfg.beam_size, max_len=cfg.max_len)[0]
     save_attention_grid(out / "attention_example.png", image, caption.tokens, caption.attention,
                         model.encoder.cell_centres(), title=caption.text)
-    write_model_card(out, cfg=asdict(cfg), metrics=metrics, history=history, command=command)
+    write_model_card(out, cfg=asdict(cfg), metrics=metrics, command=command)
     print(json.dumps({k: {m: v for m, v in metrics[k].items() if m != "examples"}
                       for k in ("beam1", "beam3")}, indent=2))
     if cfg.push_to_hub:
