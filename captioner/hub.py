@@ -30,8 +30,8 @@ def resolve_model_dir(source: str | Path | None = None) -> Path:
     if looks_like_path(source):
         hint = (" Train them with `python train_space.py --dataset scenes --output-dir weights`."
                 if path.resolve() == BUNDLED_WEIGHTS else "")
-        raise WeightsError(f"{path}: no such model folder.{hint} Pass a folder holding "
-                           "model.safetensors + config.json, or a Hub repo id.")
+        raise WeightsError(f"{path}: no such model folder.{hint} Pass --weights with a folder "
+                           "holding model.safetensors + config.json, or a Hub repo id.")
     try:
         return Path(snapshot_download(source, allow_patterns=MODEL_FILES))
     except Exception as e:  # offline, unknown repo, auth: all need the same advice

@@ -1,0 +1,115 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, tables, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def other_load() -> list[str]:
+    """Other CPU-heavy processes (e.g. a training run) that would skew the timings."""
+    try:
+        out = subprocess.run(["pgrep", "-af", "train_space.py|accelerate launch"],
+                             capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line for line in out.splitlines() if str(os.getpid()) != line.split()[0]]
+
+
+def machine() -> dict:
+    import numpy as np
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "other_heavy_processes": other_load(),
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def machine_line(m: dict) -> str:
+    loaded = (f"  LOADED: {len(m['other_heavy_processes'])} other heavy process(es) running"
+              if m["other_heavy_processes"] else "")
+    return (f"{m['cpu']} | {m['usable_cores']} cores | torch {m['torch']} "
+            f"({m['torch_threads']} threads) | numpy {m['numpy']} | "
+            f"load avg {m['load_average_1m']}{loaded}")
+
+
+def clock(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(cases: dict[str, Callable[[], object]], repeats: int,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Time every case `repeats` times, round-robin (A B C A B C ...), so that a change in
+    machine load hits all of them alike; returns the seconds of each run per case."""
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            times[name].append(clock(fn))
+    return times
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
+
+
+def summary(xs: list[float]) -> dict:
+    return {"median_s": median(xs), "min_s": min(xs), "max_s": max(xs), "runs": len(xs)}
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [[str(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
+    ok = value <= target if lower_is_better else value >= target
+    return "met" if ok else "MISSED"
+
+
+def write_results(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
