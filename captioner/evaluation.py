@@ -96,21 +96,26 @@ def pointing_game(caption: Caption, objects: list[dict], width: int, height: int
 
 def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size: int,
                   centres: np.ndarray, grid_size: int) -> dict:
-    """Exact content, relations and pointing accuracy (± one grid cell) on generated scenes."""
-    correct, relations, hits, chance = [], [], [], []
+    """Exact content, relations and pointing accuracy (± one grid cell) on generated scenes.
+
+    `relations_correct` is over multi-object captions that state a relation ("a X and a Y"
+    states none, as some reference wordings do); `relations_stated` says how often they do."""
+    correct, stated, relations, hits, chance = [], [], [], [], []
     for caption, objs in zip(captions, objects):
         result = caption_correctness(caption.tokens, objs)
         correct.append(result["objects_correct"])
         if len(objs) > 1:
-            relations.append(bool(result["relations_correct"]))
+            stated.append(result["relations_correct"] is not None)
+            if result["relations_correct"] is not None:
+                relations.append(result["relations_correct"])
         h, c = pointing_game(caption, objs, image_size, image_size, centres,
                              tolerance=image_size / grid_size)
         hits += h
         chance += c
     mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
     return {"objects_correct": mean(correct), "relations_correct": mean(relations),
-            "pointing": mean(hits), "pointing_chance": mean(chance),
-            "pointing_trials": len(hits)}
+            "relations_stated": mean(stated), "pointing": mean(hits),
+            "pointing_chance": mean(chance), "pointing_trials": len(hits)}
 
 
 def objects_of(row) -> list[dict] | None:

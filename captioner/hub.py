@@ -77,6 +77,7 @@ def metrics_table(metrics: dict) -> str:
     names = [("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
              ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"),
              ("objects_correct", "all objects right"), ("relations_correct", "relations right"),
+             ("relations_stated", "relation stated"),
              ("pointing", "pointing accuracy"), ("pointing_chance", "pointing chance")]
     beams = [k for k in ("beam1", "beam3") if k in metrics]
     present = [(k, label) for k, label in names if any(metrics[b].get(k) is not None

@@ -62,7 +62,7 @@ class TrainConfig:
     min_word_freq: int = 5
     max_caption_len: int = 30
     captions_per_image: int = 0
-    max_images: int = 0
+    max_train_images: int = 0
     max_eval_images: int = 500
     num_scenes: int = 10000
     data_dir: str = "data"
@@ -97,7 +97,7 @@ HELP = {
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",
     "captions_per_image": "captions per image visited each epoch (0: all)",
-    "max_images": "use only the first N images of each split, for quick runs (0: all)",
+    "max_train_images": "use only the first N training images, for quick runs (0: all)",
     "max_eval_images": "validation images decoded each epoch",
     "num_scenes": "training images generated for --dataset scenes",
     "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
@@ -209,7 +209,11 @@ def prepare_dataset(cfg: TrainConfig):
                                  seed=cfg.seed)
     else:
         source = cfg.dataset
-    return load_caption_dataset(source, seed=cfg.seed, max_images=cfg.max_images or None)
+    dataset = load_caption_dataset(source, seed=cfg.seed)
+    if cfg.max_train_images:
+        dataset["train"] = dataset["train"].select(
+            range(min(cfg.max_train_images, len(dataset["train"]))))
+    return dataset
 
 
 def lr_lambda(warmup: int, total: int):

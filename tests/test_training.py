@@ -95,7 +95,8 @@ def test_train_on_each_layout(scenes, tmp_path, layout, monkeypatch):
     data = write_layout(scenes, tmp_path / "data", layout)
     out = tmp_path / "out"
     main(["--dataset", str(data), "--output-dir", str(out), "--epochs", "1",
-          "--cache-dir", str(tmp_path / "cache"), "--min-word-freq", "1", *TINY])
+          "--cache-dir", str(tmp_path / "cache"), "--min-word-freq", "1",
+          "--max-train-images", "40", *TINY])
     check_output(out, epochs=1)
 
 
