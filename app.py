@@ -19,7 +19,6 @@ from pathlib import Path
 import gradio as gr
 
 from captioner.demo import (
-    ATTENTION_EXPLANATION,
     BEAM_SIZES,
     CURRENT,
     DEFAULT_BEAM,
@@ -47,6 +46,8 @@ one word at a time and, before each word, decides **where in the image to look**
 CSS = """
 #caption textarea { font-size: 1.25rem; font-weight: 600; }
 #words { font-size: 1.1rem; }
+#gallery .grid-wrap.fixed-height { min-height: 0; height: auto; max-height: none; }
+#gallery .grid-container { padding-top: 2.2rem; }
 footer { display: none !important; }
 """
 
@@ -70,7 +71,8 @@ def add_examples(model: Demo, examples: list[str], inputs, outputs, fn) -> gr.Ex
         return gr.Examples([[path, DEFAULT_BEAM, DEFAULT_MAX_LEN] for path in examples],
                            inputs=inputs, outputs=outputs, fn=fn, cache_examples=True,
                            cache_mode="lazy", preprocess=False, visible_columns=[0],
-                           examples_per_page=12, label="Examples: click one")
+                           examples_per_page=12, label="Examples: click one",
+                           elem_id="examples")
     finally:
         if previous is None:
             os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
@@ -87,10 +89,14 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
             view = model.view(image, beam_size, max_len)
         except (ImageError, ValueError) as e:
             raise gr.Error(str(e), title="Cannot caption this image") from None
-        slider = gr.Slider(minimum=1, maximum=max(view.count, 2), value=1, step=1,
-                           interactive=view.count > 1)
-        return (view.caption, view.details, view.words, slider, view.heatmap, view.gallery,
-                view.grid)
+        return view.caption, view.details, view.words, view.heatmap, view.gallery, view.grid
+
+    def reset_word(gallery):
+        """The word slider spans the new caption: 1..T, back at word 1. (A separate step, not
+        part of `caption`: gradio 6.31's lazily cached examples crash on component updates.)"""
+        count = len(gallery or [])
+        return gr.update(minimum=1, maximum=max(count, 2), value=1, step=1,
+                         interactive=count > 1)
 
     def show_word(gallery, index):
         return word_view(gallery, index)
@@ -125,7 +131,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                              buttons=["download_all", "fullscreen"], render=False)
         grid = gr.File(label="Download all words as one PNG", interactive=False,
                        elem_id="grid-file", render=False)
-        outputs = [text, details, words, word, heatmap, gallery, grid]
+        outputs = [text, details, words, heatmap, gallery, grid]
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
@@ -139,7 +145,11 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                                         label="Maximum length", info="in words")
                 run = gr.Button("Caption", variant="primary", elem_id="run")
                 if examples:
-                    add_examples(model, examples, [image, beam, max_len], outputs, caption)
+                    shown = add_examples(model, examples, [image, beam, max_len], outputs,
+                                         caption)
+                    shown.cache_event.success(reset_word, gallery, word, queue=False,
+                                              show_progress="hidden",
+                                              api_visibility="undocumented")
             with gr.Column(scale=6):
                 for component in (text, details, words, word, heatmap):
                     component.render()
@@ -147,7 +157,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 with gr.Accordion("What does the heatmap mean?", open=True):
-                    gr.Markdown(ATTENTION_EXPLANATION)
+                    gr.Markdown(model.explanation())
                 grid.render()
             with gr.Column(scale=6):
                 with gr.Accordion("About the model", open=True):
@@ -155,7 +165,9 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
 
         gr.on([run.click, image.upload], caption, inputs=[image, beam, max_len],
               outputs=outputs, preprocess=False, api_visibility="undocumented",
-              api_name="caption_ui")
+              api_name="caption_ui").success(reset_word, gallery, word, queue=False,
+                                             show_progress="hidden",
+                                             api_visibility="undocumented")
         # Moving the slider only picks a ready-made overlay: no queue, no spinner.
         word.change(show_word, inputs=[gallery, word], outputs=[heatmap, words],
                     queue=False, show_progress="hidden", api_visibility="undocumented",
@@ -185,10 +197,9 @@ def load_or_exit(source: str) -> Demo:
     except Exception as e:  # WeightsError, but also anything else: never start without a model
         print(f"captioner app: cannot load the model weights from '{source}'.\n"
               f"  problem: {e if str(e) else type(e).__name__}\n"
-              "  fix: pass --weights DIR_OR_REPO_ID (a folder holding model.safetensors and "
-              "config.json, or a Hugging Face Hub repo id) or set CAPTIONER_WEIGHTS; to create "
-              "the bundled model run `python train_space.py --dataset scenes "
-              "--output-dir weights`.", file=sys.stderr)
+              "  fix: python app.py --weights DIR_OR_REPO_ID (a folder with model.safetensors "
+              "and config.json, or a Hugging Face Hub repo id), or set CAPTIONER_WEIGHTS.",
+              file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -110,6 +110,9 @@ def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
 
 def write_results(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if "machine" in data:  # was the machine still quiet at the end?
+        data["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+        data["machine"]["other_heavy_processes_at_end"] = other_load()
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path

@@ -55,8 +55,8 @@ from benchmarks.common import (  # noqa: E402
 )
 from captioner.decoding import caption_images, decode, images_to_batch  # noqa: E402
 from captioner.model import Captioner, CaptionerConfig  # noqa: E402
-from captioner.vocab import SPECIALS  # noqa: E402
 from captioner.visualize import attention_overlay  # noqa: E402
+from captioner.vocab import SPECIALS  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 TARGETS = {"greedy_ratio": 1.25, "beam3_ratio": 1.5, "slider_s": 0.030, "startup_s": 10.0}
@@ -171,9 +171,9 @@ def latency(demo, image: Path, repeats: int) -> dict:
 # --- slider: gradio's own handling of one slider move ---
 
 def slider(demo, image: Path, moves: int) -> dict:
-    import app as app_module
     from gradio.state_holder import SessionState
 
+    import app as app_module
     from captioner.demo import word_view
 
     blocks = app_module.build_app(demo, examples=[])

@@ -23,7 +23,6 @@ from captioner.decoding import caption_images
 from captioner.hub import (
     BUNDLED_WEIGHTS,
     load_model,
-    metrics_table,
     read_metrics,
     resolve_model_dir,
 )
@@ -41,15 +40,15 @@ CURRENT = "current word"  # the HighlightedText label of the word being shown
 EMPTY_CAPTION = "(the model ended the caption before writing any word)"
 
 ATTENTION_EXPLANATION = """\
-The encoder cuts the image into a grid of cells and describes
-each cell with a feature vector. Before writing each word the decoder computes *soft attention*:
-one weight per cell, all weights summing to 1, and it reads the image through that weighted
-average. The heatmap is those weights for the selected word, smoothly interpolated between the
-cell centres (red = most weight, blue = little; each map is scaled to its own peak).
+The encoder cuts the image into a {grid}×{grid} grid of cells and describes each cell with a
+feature vector. Before writing each word the decoder computes *soft attention*: one weight per
+cell, all weights summing to 1, and it reads the image through that weighted average. The heatmap
+shows those weights for the selected word, smoothly interpolated between the cell centres (red =
+most weight, blue = little; each map is scaled to its own peak).
 
 Attention is where the model *looked* while choosing a word, not a proof of *why* it chose it.
-On a model that learned to point it lands on the object being named; words such as "a", "the"
-or "of" often spread their attention or look at the last object mentioned.
+On a model that learned to point, it lands on the object being named; words such as "a", "is"
+or "and" often spread their attention or stay on the last object mentioned.
 """
 
 
@@ -231,6 +230,28 @@ def attention_grid_image(result: Result, columns: int = 5, side: int = GRID_SIDE
     return canvas
 
 
+METRIC_NAMES = [("bleu4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"),
+                ("cider", "CIDEr"), ("objects_correct", "all objects right"),
+                ("relations_correct", "relations right"), ("pointing", "pointing accuracy"),
+                ("pointing_chance", "pointing by chance")]
+FRACTIONS = {"objects_correct", "relations_correct", "pointing", "pointing_chance"}
+
+
+def metrics_markdown(metrics: dict, beams: list[str]) -> str:
+    """A narrow table (one row per metric, one column per beam size) for the model panel."""
+    header = "| metric | " + " | ".join("greedy" if b == "beam1" else f"beam {b[4:]}"
+                                         for b in beams) + " |"
+    lines = [header, "|---" * (len(beams) + 1) + "|"]
+    for key, label in METRIC_NAMES:
+        values = [metrics[b].get(key) for b in beams]
+        if all(v is None for v in values):
+            continue
+        cells = ["–" if v is None else f"{v:.1%}" if key in FRACTIONS else f"{v:.1f}"
+                 for v in values]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 @dataclass
 class ModelInfo:
     """What the model panel says: where the weights came from and how well they do."""
@@ -289,9 +310,8 @@ class ModelInfo:
             lines.append(f"**Test metrics** ({self.metrics.get('split', 'test')} split"
                          + (f", {images} images" if images else "")
                          + (f", epoch {epoch}" if epoch else "")
-                         + "; BLEU/METEOR/ROUGE/CIDEr on the 0–100 scale, the others are "
-                         "fractions):")
-            lines += ["", metrics_table(self.metrics), ""]
+                         + "; caption metrics on the 0–100 scale):")
+            lines += ["", metrics_markdown(self.metrics, beams), ""]
             b = self.metrics[beams[-1]]
             if b.get("pointing") is not None:
                 chance = b.get("pointing_chance")
@@ -431,6 +451,7 @@ class Demo:
         key = hashlib.sha1(result.attention.tobytes() + result.image.tobytes()).hexdigest()[:16]
         folder = self.workdir / f"overlays-{key}"
         folder.mkdir(exist_ok=True)
+        folder.touch()  # reused: not old any more
         paths = []
         for i, (word, overlay) in enumerate(zip(result.tokens, result.overlays), start=1):
             path = folder / f"{i:02d}-{re.sub(r'[^a-z0-9]+', '_', word.lower())[:24]}.jpg"
@@ -455,3 +476,8 @@ class Demo:
 
     def model_markdown(self) -> str:
         return self.info.markdown()
+
+    def explanation(self) -> str:
+        """What the heatmap means, for this model's grid."""
+        grid = self.model.config.grid_size
+        return ATTENTION_EXPLANATION.format(grid=grid)

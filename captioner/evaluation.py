@@ -96,11 +96,13 @@ def pointing_game(caption: Caption, objects: list[dict], width: int, height: int
 
 def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size: int,
                   centres: np.ndarray, grid_size: int) -> dict:
-    """Exact content, relations and pointing accuracy (± one grid cell) on generated scenes.
+    """Exact content, relations and pointing accuracy on generated scenes.
 
     `relations_correct` is over multi-object captions that state a relation ("a X and a Y"
-    states none, as some reference wordings do); `relations_stated` says how often they do."""
-    correct, stated, relations, hits, chance = [], [], [], [], []
+    states none, as some reference wordings do); `relations_stated` says how often they do.
+    `pointing` allows one grid cell around the box; `pointing_strict` allows none."""
+    correct, stated, relations = [], [], []
+    hits, chance, strict_hits, strict_chance = [], [], [], []
     for caption, objs in zip(captions, objects):
         result = caption_correctness(caption.tokens, objs)
         correct.append(result["objects_correct"])
@@ -108,14 +110,16 @@ def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size
             stated.append(result["relations_correct"] is not None)
             if result["relations_correct"] is not None:
                 relations.append(result["relations_correct"])
-        h, c = pointing_game(caption, objs, image_size, image_size, centres,
-                             tolerance=image_size / grid_size)
-        hits += h
-        chance += c
+        for tolerance, h_list, c_list in ((image_size / grid_size, hits, chance),
+                                          (0, strict_hits, strict_chance)):
+            h, c = pointing_game(caption, objs, image_size, image_size, centres, tolerance)
+            h_list += h
+            c_list += c
     mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
     return {"objects_correct": mean(correct), "relations_correct": mean(relations),
             "relations_stated": mean(stated), "pointing": mean(hits),
-            "pointing_chance": mean(chance), "pointing_trials": len(hits)}
+            "pointing_chance": mean(chance), "pointing_strict": mean(strict_hits),
+            "pointing_strict_chance": mean(strict_chance), "pointing_trials": len(hits)}
 
 
 def objects_of(row) -> list[dict] | None:

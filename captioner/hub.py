@@ -78,7 +78,8 @@ def metrics_table(metrics: dict) -> str:
              ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"),
              ("objects_correct", "all objects right"), ("relations_correct", "relations right"),
              ("relations_stated", "relation stated"),
-             ("pointing", "pointing accuracy"), ("pointing_chance", "pointing chance")]
+             ("pointing", "pointing (±1 cell)"), ("pointing_chance", "chance (±1 cell)"),
+             ("pointing_strict", "pointing (in box)"), ("pointing_strict_chance", "chance (in box)")]
     beams = [k for k in ("beam1", "beam3") if k in metrics]
     present = [(k, label) for k, label in names if any(metrics[b].get(k) is not None
                                                         for b in beams)]
@@ -167,8 +168,9 @@ PHOTO_LIMITS = (
 SCENE_NOTE = (
     "**Pointing game** (no box supervision; attention learned from captions only): for each "
     "object a caption names, at its colour word and at its shape word, is the peak of the "
-    "attention map inside the object's box widened by one grid cell? *Chance* is the hit rate "
-    "of a uniformly random peak for the same boxes. What made attention point: a ResNet18 cut "
+    "attention map inside the object's box widened by one grid cell (*±1 cell*), or inside "
+    "the box itself (*in box*)? *Chance* is the hit rate of a uniformly random peak for the "
+    "same boxes. What made attention point: a ResNet18 cut "
     "after stage 2 (local receptive fields, one cell per 8 pixels), coordinate channels on the "
     "feature grid, the attended context fed to the word classifier, attention maps drawn at the "
     "true cell centres, objects at least two cells wide, and a cosine learning-rate decay.")

@@ -389,7 +389,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         optimizer, lr_lambda(cfg.warmup_steps, steps_per_epoch * cfg.epochs))
     objective, optimizer = acc.prepare(objective, optimizer)
 
-    state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": [], "command": command}
     if cfg.resume:
         state = load_checkpoint(checkpoint, acc.unwrap_model(objective).model, optimizer,
                                 scheduler)
@@ -449,7 +449,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         state = broadcast_state(acc, state)
 
     if acc.is_main_process:
-        finish(cfg, out, dataset, command, state["history"])
+        finish(cfg, out, dataset, state.get("command", command), state["history"])
     acc.wait_for_everyone()
     acc.end_training()
     return out

@@ -69,13 +69,17 @@ def test_upload_caption_and_step_through_words(browser, tmp_path):
         caption = page.locator("#caption textarea").input_value()
         words = caption.split()
         assert len(words) >= 2, caption
+        slider = page.locator("#word-slider input[type=range]")
+        page.wait_for_function(
+            "n => document.querySelector('#word-slider input[type=range]').max == n",
+            arg=str(len(words)))  # the slider spans exactly the caption's words
         first_src = heatmap_src(page)
         assert current_word(page) == words[0]
         page.locator("#heatmap").screenshot(path=str(tmp_path / "heatmap-word-1.png"))
         page.screenshot(path=str(tmp_path / "page-word-1.png"), full_page=True)
 
         # Keyboard on the range input: one step right = the second word.
-        page.locator("#word-slider input[type=range]").focus()
+        slider.focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_function(
             "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
@@ -88,9 +92,9 @@ def test_upload_caption_and_step_through_words(browser, tmp_path):
         # Typing a number in the slider's box jumps straight to a word.
         last = len(words)
         box = page.locator("#word-slider input[type=number]")
+        second_src = heatmap_src(page)
         box.fill(str(last))
         box.press("Enter")
-        second_src = heatmap_src(page)
         page.wait_for_function(
             "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
             arg=second_src)
@@ -101,13 +105,24 @@ def test_upload_caption_and_step_through_words(browser, tmp_path):
         shutil.copy(tmp_path / "page.png", SCREENSHOT)
 
         # An example click shows its (lazily cached) result and the slider still works.
-        page.locator("button.gallery-item").nth(1).click()
-        page.wait_for_function(
-            "c => document.querySelector('#caption textarea')?.value !== c", arg=caption)
-        src = heatmap_src(page)
-        page.locator("#word-slider input[type=range]").focus()
-        page.keyboard.press("ArrowRight")
-        page.wait_for_function(
-            "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
-            arg=src)
+        first_overlay = page.locator("#gallery img").first.get_attribute("src")
+        page.locator("#examples button.gallery-item").nth(1).click()
+        page.wait_for_function(  # the other image's overlays have arrived
+            "s => document.querySelector('#gallery img')?.getAttribute('src') !== s",
+            arg=first_overlay)
+        example_words = page.locator("#caption textarea").input_value().split()
+        page.wait_for_function(  # slider reset: spans the new words, back at word 1
+            """n => { const r = document.querySelector('#word-slider input[type=range]');
+                      return r.max == n && r.value == '1'; }""",
+            arg=str(max(len(example_words), 2)))
+        if len(example_words) >= 2:
+            src = heatmap_src(page)
+            slider.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
+                arg=src)
+            page.wait_for_timeout(300)
+            assert current_word(page) == example_words[1]
+        page.screenshot(path=str(tmp_path / "page-example.png"), full_page=True)
         page.close()

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.demo import (CURRENT, DISPLAY_MAX, DISPLAY_MIN, NO_IMAGE, Demo, Result,
-                            api_payload, highlighted, overlay_for, word_view)
+from captioner.demo import (
+    CURRENT,
+    DISPLAY_MAX,
+    DISPLAY_MIN,
+    NO_IMAGE,
+    Demo,
+    Result,
+    api_payload,
+    highlighted,
+    overlay_for,
+    word_view,
+)
 from captioner.model import WeightsError
 from captioner.preprocess import ImageError
 from captioner.scenes import render_scene
@@ -159,6 +169,7 @@ def test_model_panel_reports_weights_data_and_metrics(saved_model_dir):
     plain = Demo.load(str(saved_model_dir)).model_markdown()
     assert str(saved_model_dir) in plain and "resnet18" in plain
     assert "none found" in plain
+    assert "4×4 grid" in Demo.load(str(saved_model_dir)).explanation()
     metrics = {"dataset": "scenes", "split": "test", "images": 500, "selected_epoch": 7,
                "beam1": {"bleu4": 80.1, "pointing": 0.8, "pointing_chance": 0.1},
                "beam3": {"bleu4": 81.5, "pointing": 0.82, "pointing_chance": 0.1}}
@@ -167,8 +178,9 @@ def test_model_panel_reports_weights_data_and_metrics(saved_model_dir):
         "---\nlicense: mit\n---\n\n# captioner: tiny test model\n\n## Training data\n\n"
         "Generated scenes of shapes.\n\n## Intended use and limits\n\nShapes only.\n")
     info = Demo.load(str(saved_model_dir)).model_markdown()
-    for text in ("tiny test model", "Generated scenes of shapes", "BLEU-4", "81.5",
-                 "500 images", "82%", "10% by chance", "Shapes only"):
+    for text in ("tiny test model", "Generated scenes of shapes", "| BLEU-4 | 80.1 | 81.5 |",
+                 "| pointing accuracy | 80.0% | 82.0% |", "500 images", "82%", "10% by chance",
+                 "Shapes only"):
         assert text in info
 
 
