@@ -181,15 +181,20 @@ def slider(demo, image: Path, moves: int) -> dict:
     state = SessionState(blocks)
     payload = {"path": str(image), "meta": {"_type": "gradio.FileData"}}
 
+    import gradio as gr
+
+    caption_fn, word_fn = fns["caption_ui"], fns["show_word"]
+    at = next(i for i, c in enumerate(caption_fn.outputs) if isinstance(c, gr.Gallery))
+
     async def run():
-        out = await blocks.process_api(fns["caption_ui"], [payload, 3, MAX_LEN], state=state)
-        gallery = out["data"][5]
+        out = await blocks.process_api(caption_fn, [payload, 3, MAX_LEN], state=state)
+        gallery = out["data"][at]  # as the browser holds it and sends it back
         count = len(gallery)
         server, plain = [], []
         for i in range(moves):
             index = 1 + i % max(count, 1)
-            server.append(await _timed(blocks.process_api(fns["show_word"], [gallery, index],
-                                                          state=state)))
+            inputs = [gallery if isinstance(c, gr.Gallery) else index for c in word_fn.inputs]
+            server.append(await _timed(blocks.process_api(word_fn, inputs, state=state)))
             local = [(g["image"]["path"], g["caption"]) for g in gallery]
             plain.append(clock(lambda: word_view(local, index)))  # noqa: B023
         return count, server, plain

@@ -176,8 +176,10 @@ SCENE_NOTE = (
     "true cell centres, objects at least two cells wide, and a cosine learning-rate decay.")
 
 
-def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str) -> Path:
-    """README.md for the model folder, written with huggingface_hub's ModelCard API."""
+def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
+                     weights_ref: str | None = None) -> Path:
+    """README.md for the model folder, written with huggingface_hub's ModelCard API.
+    `weights_ref` is how users should name the model (default: Hub repo or output folder)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     scenes = cfg["dataset"] == "scenes"
@@ -200,7 +202,7 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str) -> Pa
         f"`{cfg['dataset']}` loaded with 🤗 datasets; train/validation/test splits as provided "
         "(or carved deterministically from train).",
         command=command, config=json.dumps(cfg, indent=2),
-        weights_ref=cfg.get("push_to_hub") or cfg["output_dir"],
+        weights_ref=weights_ref or cfg.get("push_to_hub") or cfg["output_dir"],
         limits=SCENES_LIMITS if scenes else PHOTO_LIMITS)
     card.save(out / "README.md")
     return out / "README.md"
