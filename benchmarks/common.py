@@ -55,6 +55,37 @@ def machine() -> dict:
     }
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """(all processes' busy CPU seconds from /proc/stat, this process's and its children's)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    busy = (user + nice + system + irq + softirq) / ticks
+    t = os.times()
+    return busy, t.user + t.system + t.children_user + t.children_system
+
+
+class Interference:
+    """How many cores *other* processes kept busy while a benchmark ran (0 = a quiet machine).
+
+    Started when this module is imported; `report()` at the end of a run."""
+
+    def __init__(self):
+        self.start_wall = time.time()
+        self.start_busy, self.start_own = _cpu_seconds()
+
+    def report(self) -> dict:
+        wall = time.time() - self.start_wall
+        busy, own = _cpu_seconds()
+        other = max(0.0, (busy - self.start_busy) - (own - self.start_own))
+        return {"wall_s": round(wall, 1), "own_cpu_s": round(own - self.start_own, 1),
+                "other_processes_cpu_s": round(other, 1),
+                "other_processes_mean_cores": round(other / wall, 2) if wall else 0.0}
+
+
+INTERFERENCE = Interference()
+
+
 def machine_line(m: dict) -> str:
     loaded = (f"  LOADED: {len(m['other_heavy_processes'])} other heavy process(es) running"
               if m["other_heavy_processes"] else "")
@@ -91,6 +122,13 @@ def summary(xs: list[float]) -> dict:
     return {"median_s": median(xs), "min_s": min(xs), "max_s": max(xs), "runs": len(xs)}
 
 
+def interference_line() -> str:
+    r = INTERFERENCE.report()
+    flag = "  (NOT QUIET: timings are suspect)" if r["other_processes_mean_cores"] > 0.1 else ""
+    return (f"other processes used {r['other_processes_mean_cores']:.2f} cores on average "
+            f"during this {r['wall_s']:.0f} s run{flag}")
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
@@ -110,9 +148,10 @@ def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
 
 def write_results(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if "machine" in data:  # was the machine still quiet at the end?
+    if "machine" in data:  # was the machine quiet all along?
         data["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
         data["machine"]["other_heavy_processes_at_end"] = other_load()
+        data["machine"]["interference"] = INTERFERENCE.report()
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     ROOT,
+    interference_line,
     interleaved,
     machine,
     machine_line,
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
         "machine": m, "command": " ".join(sys.argv), "baseline_rev": args.rev,
         "times": {k: summary(v) for k, v in times.items()},
         "decoding_identical": dict(checks), "overlay_differences": overlay_checks})
-    print(f"\n{machine_line(m)}\nwritten {path.relative_to(ROOT)}")
+    print(f"\n{machine_line(m)}\n{interference_line()}\nwritten {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

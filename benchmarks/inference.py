@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     ROOT,
     clock,
+    interference_line,
     interleaved,
     machine,
     machine_line,
@@ -140,9 +141,12 @@ def latency(demo, image: Path, repeats: int) -> dict:
             demo.view(str(image), beam, MAX_LEN)
         return run
 
-    def overlays(beam):
-        return lambda: [attention_overlay(display_copy(picture), a, demo.cell_centres)
-                        for a in captions[beam].attention]
+    def overlays(beam):  # as in Demo.caption: one display copy, one overlay per word
+        def run():
+            shown = display_copy(picture)
+            return [attention_overlay(shown, a, demo.cell_centres)
+                    for a in captions[beam].attention]
+        return run
 
     cases = {
         "encoder forward": encoder,
@@ -185,11 +189,16 @@ def slider(demo, image: Path, moves: int) -> dict:
 
     caption_fn, word_fn = fns["caption_ui"], fns["show_word"]
     at = next(i for i, c in enumerate(caption_fn.outputs) if isinstance(c, gr.Gallery))
+    slider_ = next(c for c in word_fn.inputs if not isinstance(c, gr.Gallery))
+    resets = [f for f in blocks.fns.values() if slider_ in f.outputs
+              and len(f.inputs) == 1 and isinstance(f.inputs[0], gr.Gallery)]
 
     async def run():
         out = await blocks.process_api(caption_fn, [payload, 3, MAX_LEN], state=state)
         gallery = out["data"][at]  # as the browser holds it and sends it back
         count = len(gallery)
+        for fn in resets:  # what follows the caption (e.g. the slider's new maximum)
+            await blocks.process_api(fn, [gallery], state=state)
         server, plain = [], []
         for i in range(moves):
             index = 1 + i % max(count, 1)
@@ -360,7 +369,7 @@ def main(argv=None) -> None:
             rows.append(["app", "start-up to ready", "never ready", "<= 10 s", "MISSED"])
     print("\n" + table(rows, ["model", "figure (median)", "value", "target", "verdict"]))
     path = write_results(args.name, results)
-    print(f"\n{machine_line(m)}\nwritten {path.relative_to(ROOT)}")
+    print(f"\n{machine_line(m)}\n{interference_line()}\nwritten {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

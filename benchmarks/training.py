@@ -38,6 +38,7 @@ from PIL import Image  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     ROOT,
+    interference_line,
     interleaved,
     machine,
     machine_line,
@@ -415,7 +416,7 @@ def main(argv=None) -> None:
                              "flat (~0)", "met" if value < 0.05 else "MISSED"])
     print("\n" + table(rows, ["figure (median)", "value", "target", "verdict"]))
     path = write_results(args.name, results)
-    print(f"\n{machine_line(m)}\nwritten {path.relative_to(ROOT)}")
+    print(f"\n{machine_line(m)}\n{interference_line()}\nwritten {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def tiny_model_dir(folder: Path) -> Path:
 @contextlib.contextmanager
 def running_app(folder: Path, weights: str | Path | None = None):
     """Serve the app on 127.0.0.1 with its own example cache; yields (url, example paths)."""
+    folder.mkdir(parents=True, exist_ok=True)
     weights = weights or tiny_model_dir(folder / "model")
     examples = []
     for i in range(2):
