@@ -79,7 +79,8 @@ def metrics_table(metrics: dict) -> str:
              ("objects_correct", "all objects right"), ("relations_correct", "relations right"),
              ("relations_stated", "relation stated"),
              ("pointing", "pointing (±1 cell)"), ("pointing_chance", "chance (±1 cell)"),
-             ("pointing_strict", "pointing (in box)"), ("pointing_strict_chance", "chance (in box)")]
+             ("pointing_strict", "pointing (in box)"),
+             ("pointing_strict_chance", "chance (in box)")]
     beams = [k for k in ("beam1", "beam3") if k in metrics]
     present = [(k, label) for k, label in names if any(metrics[b].get(k) is not None
                                                         for b in beams)]
