@@ -152,6 +152,9 @@ class Objective(nn.Module):
         self.model, self.penalty, self.pixels = model, penalty, pixels
 
     def forward(self, inputs, captions):
+        # Captions are padded to max_caption_len; decoding past the batch's longest is waste.
+        longest = int((captions != self.model.vocab.pad_id).sum(dim=1).max())
+        captions = captions[:, :longest]
         if self.pixels:
             cfg = self.model.config
             features = self.model.encode(normalise(inputs, cfg.image_mean, cfg.image_std))
