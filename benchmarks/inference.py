@@ -1,6 +1,6 @@
 """Inference speed: what a user of the app waits for, and what a batch job gets through.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/inference.py            # everything (~5 min)
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/inference.py            # everything (~3 min)
     .venv/bin/python benchmarks/inference.py --parts latency --models bundled --repeats 3
 
 Figures (all timed side by side in one run, round-robin, medians reported):
@@ -308,6 +308,21 @@ def startup(repeats: int) -> dict:
             "breakdown": {k: summary(v) for k, v in parts.items()}}
 
 
+def use_baseline(rev: str) -> None:
+    """Swap in the decoding and overlay functions of git revision `rev`, everywhere the
+    caption path and this script look them up."""
+    import captioner.demo
+    from benchmarks.compare import module_at
+
+    old_decoding = module_at(rev, "captioner/decoding.py", "baseline_decoding")
+    old_visualize = module_at(rev, "captioner/visualize.py", "baseline_visualize")
+    captioner.demo.caption_images = old_decoding.caption_images
+    captioner.demo.attention_overlay = old_visualize.attention_overlay
+    globals().update(caption_images=old_decoding.caption_images, decode=old_decoding.decode,
+                     images_to_batch=old_decoding.images_to_batch,
+                     attention_overlay=old_visualize.attention_overlay)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="latency,slider,throughput,startup")
@@ -320,14 +335,18 @@ def main(argv=None) -> None:
     parser.add_argument("--startup-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--name", default="inference", help="results/<name>.json")
+    parser.add_argument("--baseline", metavar="REV", help="use captioner/decoding.py and "
+                        "captioner/visualize.py as they were at this git revision (before/after)")
     args = parser.parse_args(argv)
+    if args.baseline:
+        use_baseline(args.baseline)
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     m = machine()
     print(machine_line(m))
     results: dict = {"machine": m, "targets": TARGETS, "command": " ".join(sys.argv),
-                     "models": {}}
+                     "baseline_rev": args.baseline, "models": {}}
     demos = load_models(args.models.split(",")) if set(parts) - {"startup"} else {}
     rows = []
     for name, (demo, image, desc) in demos.items():

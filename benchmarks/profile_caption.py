@@ -24,9 +24,10 @@ from benchmarks.inference import EXAMPLES, MAX_LEN, load_models  # noqa: E402
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet50", choices=["bundled", "resnet50"])
-    parser.add_argument("--what", default="caption", choices=["caption", "throughput"],
-                        help="caption: Demo.caption on one image; throughput: caption_images "
-                             "on 32 images at batch 32")
+    parser.add_argument("--what", default="caption", choices=["caption", "view", "throughput"],
+                        help="caption: Demo.caption on one image; view: Demo.view (the app's "
+                             "handler: also writes the files); throughput: caption_images on "
+                             "32 images at batch 32")
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--baseline", metavar="REV", help="profile decoding.py and visualize.py "
@@ -52,6 +53,14 @@ def main(argv=None) -> None:
     if args.what == "caption":
         def run():
             demo.caption(str(image), args.beam, MAX_LEN)
+    elif args.what == "view":
+        import tempfile
+
+        base = demo.workdir
+
+        def run():  # a fresh folder each time, so the files are really written
+            demo._workdir = Path(tempfile.mkdtemp(dir=base))
+            demo.view(str(image), args.beam, MAX_LEN)
     else:
         files = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
         images = [load_image(files[i % len(files)]) for i in range(32)]

@@ -114,10 +114,7 @@ def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
     """Keep `beam_size` live hypotheses per image; a hypothesis that emits <end> moves to the
     image's finished pool. An image is done once its pool holds `beam_size` hypotheses and no
     live one scores better than the best of them; at `max_len` the live ones join the pool, so
-    there is always an answer even for a model that never ends a sentence.
-
-    Each step is a few tensor operations for the whole batch (no Python loop over images or
-    candidates); only hypotheses that end are copied out, one batched copy per step."""
+    there is always an answer even for a model that never ends a sentence."""
     vocab = model.vocab
     batch, k = features.shape[0], beam_size
     device = features.device
@@ -132,11 +129,7 @@ def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
     seqs = torch.zeros((batch * k, 0), dtype=torch.long, device=device)
     history = torch.zeros((batch * k, 0, features.shape[1]), device=device)
     finished: list[list[tuple[np.ndarray, float, np.ndarray]]] = [[] for _ in range(batch)]
-    # best length-normalised score in each image's pool, in float64 like Python floats
-    best = torch.full((batch,), float("-inf"), dtype=torch.float64, device=device)
-    pool_size = torch.zeros(batch, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    row_base = (torch.arange(batch, device=device) * k).unsqueeze(1)
+    done = [False] * batch
     for t in range(max_len):
         logits, state, alpha = model.step(words, state, features, projected)
         logp = _word_logprobs(logits, vocab)
@@ -144,48 +137,44 @@ def beam_search(model: Captioner, features: torch.Tensor, *, beam_size: int = 3,
         candidates = (scores.reshape(-1, 1) + logp).reshape(batch, k * vocab_size)
         top_scores, top_index = candidates.topk(2 * k, dim=1)
         top_beam, top_word = top_index // vocab_size, top_index % vocab_size
-        top_row = row_base + top_beam
-        is_end = top_word == vocab.end_id
-        # Only an <end> among the k best candidates finishes a hypothesis: the others would
-        # fill the pool with captions the beam itself would drop.
-        ending = is_end[:, :k] & ~done.unsqueeze(1) & (top_scores[:, :k] > float("-inf"))
-        # The k best candidates that do not end stay live (there are always k: each beam has
-        # one <end>, so at most k of the 2k candidates end): a stable sort puts them first.
-        order = torch.sort(is_end.to(torch.uint8), dim=1, stable=True).indices[:, :k]
-        live_scores = top_scores.gather(1, order)
-        origin = top_row.gather(1, order).reshape(-1)
-        if ending.any():
-            b_idx, r_idx = ending.nonzero(as_tuple=True)  # by image, then by rank
-            rows = top_row[b_idx, r_idx]
-            ended_scores = top_scores[b_idx, r_idx]
-            ids = torch.cat([seqs[rows], top_word[b_idx, r_idx].unsqueeze(1)], dim=1).cpu()
-            alphas = history[rows].cpu().numpy()
-            for i, (b, s) in enumerate(zip(b_idx.tolist(), ended_scores.tolist())):
-                finished[b].append((ids[i].numpy(), s, alphas[i]))
-            # pool entries ending now all have t + 1 tokens
-            normalised = ended_scores.double() / max(t + 1, 1) ** length_penalty
-            best.scatter_reduce_(0, b_idx, normalised, reduce="amax")
-            pool_size += torch.bincount(b_idx, minlength=batch)
-        # A full pool is not enough: its captions may all be worse than a live one (e.g.
-        # junk that ended early while the likely caption is still being written).
-        live_best = (live_scores.double() / max(t + 1, 1) ** length_penalty).amax(dim=1)
-        done |= (pool_size >= k) & (live_best <= best)
-        words = top_word.gather(1, order).reshape(-1)
-        scores = live_scores.masked_fill(done.unsqueeze(1), float("-inf"))
+        top_scores, top_beam, top_word = (x.cpu() for x in (top_scores, top_beam, top_word))
+        origin, new_words, new_scores = [], [], []
+        for b in range(batch):
+            live = []
+            for rank, (score, beam, word) in enumerate(zip(
+                    top_scores[b].tolist(), top_beam[b].tolist(), top_word[b].tolist())):
+                row = b * k + beam
+                if word == vocab.end_id:
+                    # Only an <end> among the k best candidates finishes a hypothesis: the
+                    # others would fill the pool with captions the beam itself would drop.
+                    if rank < k and not done[b] and score > float("-inf"):
+                        ids = np.append(seqs[row].cpu().numpy(), word)
+                        finished[b].append((ids, score, history[row].cpu().numpy()))
+                elif len(live) < k:
+                    live.append((row, word, score))
+            if not done[b] and len(finished[b]) >= k:
+                # A full pool is not enough: its captions may all be worse than a live one
+                # (e.g. junk that ended early while the likely caption is still being written).
+                best = max(normalise(s, len(ids), length_penalty) for ids, s, _ in finished[b])
+                done[b] = all(normalise(s, t + 1, length_penalty) <= best for _, _, s in live)
+            origin += [row for row, _, _ in live]
+            new_words += [word for _, word, _ in live]
+            new_scores += [float("-inf") if done[b] else score for _, _, score in live]
+        origin = torch.tensor(origin, device=device)
+        words = torch.tensor(new_words, device=device)
+        scores = torch.tensor(new_scores, device=device).reshape(batch, k)
         seqs = torch.cat([seqs[origin], words.unsqueeze(1)], dim=1)
         history = torch.cat([history[origin], alpha[origin].float().unsqueeze(1)], dim=1)
         state = state.select(origin)
-        if bool(done.all()):
+        if all(done):
             break
     captions = []
-    done_list = done.tolist()
-    scores_list = scores.tolist()
-    seqs_np, history_np = seqs.cpu().numpy(), history.cpu().numpy()
     for b in range(batch):
         pool = finished[b]
-        if not done_list[b]:  # max_len reached: unfinished hypotheses compete too
-            pool += [(seqs_np[b * k + beam], scores_list[b][beam], history_np[b * k + beam])
-                     for beam in range(k) if scores_list[b][beam] > float("-inf")]
+        if not done[b]:  # max_len reached: unfinished hypotheses compete too
+            pool += [(seqs[b * k + beam].cpu().numpy(), scores[b, beam].item(),
+                      history[b * k + beam].cpu().numpy())
+                     for beam in range(k) if scores[b, beam].item() > float("-inf")]
         ids, total, alphas = max(
             pool, key=lambda item: normalise(item[1], len(item[0]), length_penalty))
         captions.append(_to_caption(model, ids, total, alphas, length_penalty))
