@@ -38,8 +38,8 @@ def state_fingerprint(module: torch.nn.Module) -> str:
 
 def cached_array(path: Path, split, encode: Callable[[list], np.ndarray], *,
                  batch_size: int = 64, desc: str = "caching", rank: int = 0, world: int = 1,
-                 barrier: Callable[[], None] = lambda: None) -> np.ndarray:
-    """`encode(images)` for every image of `split`, stored at `path` and memory-mapped.
+                 barrier: Callable[[], None] = lambda: None) -> CachedRows:
+    """`encode(images)` for every image of `split`, stored at `path` and read back row by row.
 
     A complete file is reused. A new one is written under a temporary name and renamed when
     full, so an interrupted run never leaves a half-written cache. With several processes
@@ -66,4 +66,42 @@ def cached_array(path: Path, split, encode: Callable[[list], np.ndarray], *,
         if rank == 0:
             os.replace(tmp, path)
         barrier()
-    return np.load(path, mmap_mode="r")
+    return CachedRows(path)
+
+
+class CachedRows:
+    """Rows of a cached .npy, read on demand with os.pread.
+
+    A memory map would do too, but every page an epoch touches then counts in the process's
+    resident memory until the kernel evicts it, so RSS would grow with the dataset; rows read
+    with pread go through the page cache and leave the process's memory flat."""
+
+    def __init__(self, path: Path):
+        header = np.load(path, mmap_mode="r")
+        self.path, self.shape, self.dtype = Path(path), header.shape, header.dtype
+        self.offset = header.offset
+        self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        del header
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("only contiguous row ranges are supported")
+        else:
+            start = int(index) + (len(self) if int(index) < 0 else 0)
+            if not 0 <= start < len(self):
+                raise IndexError(index)
+            stop = start + 1
+        count = max(0, stop - start)
+        data = os.pread(self.fd, count * self.row_bytes, self.offset + start * self.row_bytes)
+        rows = np.frombuffer(data, self.dtype).reshape(count, *self.shape[1:]).copy()
+        return rows if isinstance(index, slice) else rows[0]
+
+    def __del__(self):
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)

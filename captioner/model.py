@@ -194,24 +194,30 @@ class Captioner(
         state = DecoderState(torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
         return state, self.attention.feature_proj(features)
 
-    def step(self, words, state: DecoderState, features, projected):
-        """One word: returns logits (B, V), the new state and the attention weights (B, P)."""
+    def advance(self, words, state: DecoderState, features, projected):
+        """Attend, gate and update the LSTM for one word; returns the classifier's input
+        (B, hidden + feature), the new state and the attention weights (B, P)."""
         context, alpha = self.attention(features, projected, state.h)
         context = torch.sigmoid(self.gate(state.h)) * context
         h, c = self.lstm(torch.cat([self.embedding(words), context], dim=1), (state.h, state.c))
-        logits = self.classifier(self.dropout(torch.cat([h, context], dim=1)))
-        return logits, DecoderState(h, c), alpha
+        return torch.cat([h, context], dim=1), DecoderState(h, c), alpha
+
+    def step(self, words, state: DecoderState, features, projected):
+        """One word: returns logits (B, V), the new state and the attention weights (B, P)."""
+        output, state, alpha = self.advance(words, state, features, projected)
+        return self.classifier(self.dropout(output)), state, alpha
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor):
         """Teacher forcing: captions (B, L) start with <start>; returns logits and alphas for
-        predicting captions[:, 1:], shapes (B, L-1, V) and (B, L-1, P)."""
+        predicting captions[:, 1:], shapes (B, L-1, V) and (B, L-1, P). The classifier runs
+        once over all steps (one large matmul beats L-1 small ones)."""
         state, projected = self.init_state(features)
-        logits, alphas = [], []
+        outputs, alphas = [], []
         for t in range(captions.shape[1] - 1):
-            step_logits, state, alpha = self.step(captions[:, t], state, features, projected)
-            logits.append(step_logits)
+            output, state, alpha = self.advance(captions[:, t], state, features, projected)
+            outputs.append(output)
             alphas.append(alpha)
-        return torch.stack(logits, 1), torch.stack(alphas, 1)
+        return self.classifier(self.dropout(torch.stack(outputs, 1))), torch.stack(alphas, 1)
 
     def loss(self, features, captions, attention_penalty: float = 1.0):
         """Cross-entropy on the next word plus the doubly stochastic attention penalty

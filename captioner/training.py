@@ -174,7 +174,7 @@ class Pairs(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         image, caption = self.pairs[i]
-        return torch.from_numpy(np.array(self.inputs[image])), torch.from_numpy(
+        return torch.from_numpy(self.inputs[image]), torch.from_numpy(
             self.captions[image, caption].astype(np.int64))
 
 
