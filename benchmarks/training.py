@@ -8,7 +8,8 @@
   so re-encoding is a forward pass only, from cached uint8 pixels, i.e. the cheapest possible
   re-encoding). Built from captioner.training's own Objective, Pairs, epoch_pairs and
   encode_captions, and captioner.features.cached_array. A third case trims each batch's
-  captions to its longest one (a proposed change; see benchmarks/README.md).
+  captions to its longest one (training's Objective now does this itself, so the first and
+  third cases measure the same thing).
 * memory: peak memory of one epoch vs dataset size (1k, 4k, 16k images). Each size gets a fresh
   process that builds a memory-mapped cache of synthetic features (7x7 grid x 2050 channels,
   fp16, about 200 KB per image) with cached_array, and a second fresh process that trains the
@@ -48,7 +49,7 @@ from benchmarks.common import (  # noqa: E402
     verdict,
     write_results,
 )
-from captioner.features import cached_array  # noqa: E402
+from captioner.features import CachedRows, cached_array  # noqa: E402
 from captioner.model import Captioner, CaptionerConfig  # noqa: E402
 from captioner.preprocess import resized_pixels, to_model_input  # noqa: E402
 from captioner.training import Objective, Pairs, encode_captions, epoch_pairs  # noqa: E402
@@ -237,25 +238,6 @@ def proc_status() -> dict:
     return out
 
 
-class PreadRows:
-    """Proposed alternative to the memory map for Pairs: read each row with os.pread, so the
-    cache goes through the page cache without being mapped into (and counted in) the process."""
-
-    def __init__(self, path: Path):
-        mapped = np.load(path, mmap_mode="r")  # only to read the header; touches no data
-        self.shape, self.dtype, self.offset = mapped.shape, mapped.dtype, mapped.offset
-        self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        del mapped
-        self.fd = os.open(path, os.O_RDONLY)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        data = os.pread(self.fd, self.row_bytes, self.offset + int(i) * self.row_bytes)
-        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape[1:])
-
-
 def memory_worker(mode: str, n: int, folder: Path, args) -> dict:
     words = fake_words(args.memory_vocab)
     if mode == "build":
@@ -277,9 +259,9 @@ def memory_worker(mode: str, n: int, folder: Path, args) -> dict:
     captions = encode_captions(split, vocab, MAX_CAPTION_LEN)
     model = make_model("resnet50", vocab.words, dims=(64, 64, 128))
     if mode == "train-pread":
-        features = PreadRows(folder / "train.npy")
+        features = CachedRows(folder / "train.npy")  # what cached_array returns (training)
     else:
-        features = np.load(folder / "train.npy", mmap_mode="r")  # as cached_array returns it
+        features = np.load(folder / "train.npy", mmap_mode="r")  # a plain memory map
     assert features.shape == (n, GRID_CELLS, FEATURE_DIM), features.shape
     objective = Objective(model, 1.0, pixels=False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
@@ -349,7 +331,7 @@ def main(argv=None) -> None:
     parser.add_argument("--allow-big", action="store_true")
     parser.add_argument("--name", default="training", help="results/<name>.json")
     parser.add_argument("--pread", action=argparse.BooleanOptionalAction, default=True,
-                        help="also train each size reading the cache with os.pread (proposed)")
+                        help="also train each size reading the cache as training does (os.pread)")
     parser.add_argument("--memory-worker", choices=["build", "train", "train-pread"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -390,7 +372,7 @@ def main(argv=None) -> None:
                          f"{t['peak']['RssFile'] / 2**20:.0f} MiB", "", ""])
             if "train-pread" in row:
                 p = row["train-pread"]
-                rows.append([f"  same, rows read with os.pread (proposed), epoch "
+                rows.append([f"  same, rows read with os.pread (as training does), epoch "
                              f"{p['epoch_s']:.0f} s",
                              f"peak RSS {p['ru_maxrss_bytes'] / 2**20:.0f} MiB = "
                              f"anon {p['peak']['RssAnon'] / 2**20:.0f} + file-backed "
@@ -405,7 +387,7 @@ def main(argv=None) -> None:
             value = (field(last) - field(first)) / cache_growth
             return value, f"{value:+.3f} ({(field(last) - field(first)) / 2**20:+.0f} MiB)"
 
-        for key, label in (("train", "mmap, as now"), ("train-pread", "os.pread, proposed")):
+        for key, label in (("train", "plain memory map"), ("train-pread", "os.pread, as training does")):
             if key not in sizes[0]:
                 continue
             for name, field in (("anonymous RSS", lambda t: t["peak"]["RssAnon"]),

@@ -87,6 +87,10 @@ class CachedRows:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.row_bytes
+
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
