@@ -387,7 +387,8 @@ def main(argv=None) -> None:
             value = (field(last) - field(first)) / cache_growth
             return value, f"{value:+.3f} ({(field(last) - field(first)) / 2**20:+.0f} MiB)"
 
-        for key, label in (("train", "plain memory map"), ("train-pread", "os.pread, as training does")):
+        for key, label in (("train", "plain memory map"),
+                           ("train-pread", "os.pread, as training does")):
             if key not in sizes[0]:
                 continue
             for name, field in (("anonymous RSS", lambda t: t["peak"]["RssAnon"]),

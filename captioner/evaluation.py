@@ -122,11 +122,9 @@ def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size
             "pointing_strict_chance": mean(strict_chance), "pointing_trials": len(hits)}
 
 
-def objects_of(row) -> list[dict] | None:
-    objects = row.get("objects")
-    if isinstance(objects, str):
-        objects = json.loads(objects)
-    return objects
+def objects_of(value) -> list[dict]:
+    """A scene's objects, whether the dataset kept them as a list or as a JSON string."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 @torch.inference_mode()
@@ -160,7 +158,7 @@ def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: in
     else:
         metrics = {"bleu4": bleu4(references, hypotheses)}
     if "objects" in split.column_names:
-        objects = [objects_of({"objects": o}) for o in split["objects"]]
+        objects = [objects_of(o) for o in split["objects"]]
         cfg = model.config
         metrics.update(scene_metrics(captions, objects, cfg.image_size,
                                      model.encoder.cell_centres(), cfg.grid_size))

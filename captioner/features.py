@@ -1,9 +1,9 @@
-"""Encode once, train many times: per-split arrays cached on disk and memory-mapped.
+"""Encode once, train many times: per-split arrays cached on disk, read back row by row.
 
 With a frozen encoder the decoder trains on cached encoder features; when the encoder is trained
 too, the cache holds the resized pixels instead (decoding JPEGs every step costs more than the
-small encoders we fine-tune). Either way host memory stays flat as the dataset grows: arrays are
-read from disk page by page, never loaded whole.
+small encoders we fine-tune). Either way host memory stays flat as the dataset grows: rows are
+read from disk when a batch needs them, never loaded whole.
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ class Encoder(nn.Module):
         self.grid_size = grid_size
         self.image_size = image_size
         self.coords = coords
+        self.trainable_from = 0  # backbone modules before this index stay frozen (fine_tune)
         centres = torch.tensor(self.cell_centres() * 2 - 1, dtype=torch.float32)
         yy, xx = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("coord_grid", torch.stack([xx, yy]).flatten(1).T, persistent=False)
@@ -94,7 +95,7 @@ class Encoder(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for module in self.backbone[: getattr(self, "trainable_from", 0)]:
+        for module in self.backbone[: self.trainable_from]:
             module.eval()
         return self
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # a bare Figure: no pyplot, no global backend switch
+from PIL import Image
 
 
 @lru_cache(maxsize=64)
@@ -56,7 +53,7 @@ def _small_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _colormap(name: str) -> np.ndarray:
-    return (plt.get_cmap(name)(np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
