@@ -59,8 +59,44 @@ def read_config(model_dir: Path) -> CaptionerConfig:
         raise WeightsError(f"{path}: invalid config ({e})") from e
 
 
-def load_model(source: str | Path | None = None, device: str = "cpu") -> Captioner:
-    """Load a trained captioner strictly from a folder or Hub repo id (default: bundled)."""
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str | None = "auto") -> str:
+    """`auto` (or None) -> CUDA when available, else MPS, else the CPU; an explicit device is
+    checked, so asking for a GPU that is not there is a clear error, not a crash mid-run."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match:
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{name}': CUDA is not available on this machine "
+                             "(use --device cpu or auto)")
+        index = int(match.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device '{name}': only {torch.cuda.device_count()} CUDA "
+                             "device(s) here")
+        return name
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps': Apple's Metal backend is not available here")
+        return name
+    raise ValueError(f"unknown device '{name}': use {DEVICE_CHOICES}")
+
+
+def load_model(source: str | Path | None = None, device: str | None = "cpu") -> Captioner:
+    """Load a trained captioner strictly from a folder or Hub repo id (default: bundled),
+    onto `device` (see `resolve_device`; "auto" picks a GPU when there is one)."""
+    device = resolve_device(device)
     model_dir = resolve_model_dir(source)
     config = read_config(model_dir)  # validated, unknown keys dropped: build from this one
     return Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
