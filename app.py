@@ -3,6 +3,7 @@
     python app.py                          # bundled weights/, http://127.0.0.1:7860
     python app.py --weights runs/scenes    # a model folder (or a Hugging Face Hub repo id)
     python app.py --share                  # public gradio.live link
+    python app.py --device cuda            # the model on a GPU (default: auto, a GPU if any)
     CAPTIONER_WEIGHTS=owner/repo python app.py
 
 On a Hugging Face Space (app_file: app.py) the module-level `demo` is what gets served. All the
@@ -20,34 +21,31 @@ import gradio as gr
 
 from captioner.demo import (
     BEAM_SIZES,
-    CURRENT,
     DEFAULT_BEAM,
     DEFAULT_MAX_LEN,
     MAX_LEN_RANGE,
     Demo,
-    word_view,
+    web_asset,
 )
-from captioner.hub import BUNDLED_WEIGHTS
+from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES
 from captioner.preprocess import ImageError
+from captioner.visualize import OVERLAY_ALPHA, OVERLAY_FLOOR, colormap_table
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-CACHE_VERSION = "1"  # bump when the caption handler's outputs change (invalidates cached examples)
+CACHE_VERSION = "2"  # bump when the caption handler's outputs change (invalidates cached examples)
 
 INTRO = """\
 # captioner · Show, Attend and Tell
 
 Upload a picture (or paste one, use the webcam, or click an example). The model writes a caption
 one word at a time and, before each word, decides **where in the image to look**. Move the
-**word slider** to see that attention as a heatmap for each word.
+**word slider**, click a word or a thumbnail, to see that attention as a heatmap for each word.
 """
 
 CSS = """
 #caption textarea { font-size: 1.25rem; font-weight: 600; }
-#words { font-size: 1.1rem; }
-#gallery .grid-wrap.fixed-height { min-height: 0; height: auto; max-height: none; }
-#gallery .grid-container { padding-top: 2.2rem; }
 footer { display: none !important; }
 """
 
@@ -80,29 +78,28 @@ def add_examples(model: Demo, examples: list[str], inputs, outputs, fn) -> gr.Ex
             os.environ["GRADIO_EXAMPLES_CACHE"] = previous
 
 
+def explorer_component() -> gr.HTML:
+    """The attention explorer: words, slider, heatmap and gallery, all drawn in the browser by
+    captioner/demo/web/explorer.js from the payload each caption sends."""
+    return gr.HTML(None, html_template=web_asset("explorer.html"),
+                   css_template=web_asset("explorer.css"),
+                   js_on_load=web_asset("explorer.js")
+                   + "\nCaptionerExplorer.mount(element, props, watch);",
+                   colormap=colormap_table(), alpha=OVERLAY_ALPHA, floor=OVERLAY_FLOOR,
+                   elem_id="explorer", render=False)
+
+
 def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
     """The page for a loaded model. `examples` defaults to the images in examples/."""
     examples = example_files() if examples is None else examples
+    model.allow_files(examples)  # clients may name these and gradio's uploads, nothing else
 
     def caption(image, beam_size, max_len):
         try:
             view = model.view(image, beam_size, max_len)
         except (ImageError, ValueError) as e:
             raise gr.Error(str(e), title="Cannot caption this image") from None
-        return view.caption, view.details, view.words, view.heatmap, view.gallery, view.grid
-
-    def reset_word(gallery):
-        """The word slider spans the new caption: 1..T, back at word 1. (A separate step, not
-        part of `caption`: gradio 6.31's lazily cached examples crash on component updates.)"""
-        count = len(gallery or [])
-        return gr.update(minimum=1, maximum=max(count, 2), value=1, step=1,
-                         interactive=count > 1)
-
-    def show_word(gallery, index):
-        return word_view(gallery, index)
-
-    def pick_from_gallery(evt: gr.SelectData):
-        return evt.index + 1
+        return view.caption, view.details, view.explorer
 
     def api_caption(image, beam_size, max_len) -> dict:
         try:
@@ -116,22 +113,8 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         text = gr.Textbox(label="Caption", interactive=False, elem_id="caption",
                           buttons=["copy"], lines=1, max_lines=3, render=False)
         details = gr.Markdown(elem_id="details", render=False)
-        words = gr.HighlightedText(label="Words (highlighted: the word whose attention is shown)",
-                                   color_map={CURRENT: "#f97316"}, show_legend=False,
-                                   show_inline_category=False, elem_id="words", render=False)
-        word = gr.Slider(1, 2, value=1, step=1, label="Word",
-                         info="move to see where the model looked for each word",
-                         interactive=False, elem_id="word-slider", render=False)
-        heatmap = gr.Image(label="Attention for the selected word", type="filepath",
-                           interactive=False, height=340, elem_id="heatmap",
-                           buttons=["download", "fullscreen"], render=False)
-        gallery = gr.Gallery(label="Attention for every word (click one to select it)",
-                             type="filepath", columns=8, height="auto", object_fit="contain",
-                             allow_preview=False, interactive=False, elem_id="gallery",
-                             buttons=["download_all", "fullscreen"], render=False)
-        grid = gr.File(label="Download all words as one PNG", interactive=False,
-                       elem_id="grid-file", render=False)
-        outputs = [text, details, words, heatmap, gallery, grid]
+        explorer = explorer_component()
+        outputs = [text, details, explorer]
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
@@ -145,35 +128,23 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                                         label="Maximum length", info="in words")
                 run = gr.Button("Caption", variant="primary", elem_id="run")
                 if examples:
-                    shown = add_examples(model, examples, [image, beam, max_len], outputs,
-                                         caption)
-                    shown.cache_event.success(reset_word, gallery, word, queue=False,
-                                              show_progress="hidden",
-                                              api_visibility="undocumented")
+                    add_examples(model, examples, [image, beam, max_len], outputs, caption)
             with gr.Column(scale=6):
-                for component in (text, details, words, word, heatmap):
+                for component in (text, details, explorer):
                     component.render()
-        gallery.render()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 with gr.Accordion("What does the heatmap mean?", open=True):
                     gr.Markdown(model.explanation())
-                grid.render()
             with gr.Column(scale=6):
                 with gr.Accordion("About the model", open=True):
                     gr.Markdown(model.model_markdown(), elem_id="model-info")
 
+        # preprocess=False: handlers get the raw payload and open it through model.files,
+        # which allows only gradio's uploads and the examples (see captioner/demo/inputs.py).
         gr.on([run.click, image.upload], caption, inputs=[image, beam, max_len],
               outputs=outputs, preprocess=False, api_visibility="undocumented",
-              api_name="caption_ui").success(reset_word, gallery, word, queue=False,
-                                             show_progress="hidden",
-                                             api_visibility="undocumented")
-        # Moving the slider only picks a ready-made overlay: no queue, no spinner.
-        word.change(show_word, inputs=[gallery, word], outputs=[heatmap, words],
-                    queue=False, show_progress="hidden", api_visibility="undocumented",
-                    api_name="show_word")
-        gallery.select(pick_from_gallery, None, word, queue=False, show_progress="hidden",
-                       api_visibility="undocumented")
+              api_name="caption_ui")
 
         # The API: gradio_client.Client(url).predict(handle_file(path), 3, 20, api_name="/caption")
         api_out = gr.JSON(visible=False)
@@ -190,10 +161,10 @@ def weights_source(arg: str | None = None) -> str:
     return arg or os.environ.get("CAPTIONER_WEIGHTS") or str(BUNDLED_WEIGHTS)
 
 
-def load_or_exit(source: str) -> Demo:
+def load_or_exit(source: str, device: str | None = "auto") -> Demo:
     """Load the model or stop with a message that names the problem (never random weights)."""
     try:
-        return Demo.load(source)
+        return Demo.load(source, device=device)
     except Exception as e:  # WeightsError, but also anything else: never start without a model
         print(f"captioner app: cannot load the model weights from '{source}'.\n"
               f"  problem: {e if str(e) else type(e).__name__}\n"
@@ -211,6 +182,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--server-name", default=None,
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--server-port", type=int, default=None, help="port (default 7860)")
+    parser.add_argument("--device", default=os.environ.get("CAPTIONER_DEVICE", "auto"),
+                        help=f"where the model runs: {DEVICE_CHOICES} (default: $CAPTIONER_DEVICE,"
+                             " else auto = a CUDA GPU when there is one)")
     return parser.parse_args(argv)
 
 
@@ -223,14 +197,14 @@ def __getattr__(name: str):
     importing this module stays cheap and never loads weights by itself."""
     if name == "demo":
         global demo
-        demo = build_app(load_or_exit(weights_source()))
+        demo = build_app(load_or_exit(weights_source(), os.environ.get("CAPTIONER_DEVICE")))
         return demo
     raise AttributeError(name)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    app = build_app(load_or_exit(weights_source(args.weights)))
+    app = build_app(load_or_exit(weights_source(args.weights), args.device))
     launch(app, share=args.share, server_name=args.server_name, server_port=args.server_port)
 
 

@@ -20,6 +20,9 @@ MAX_PIXELS = 64_000_000  # refuse decompression bombs (a 30000 x 30000 PNG is 90
 MAX_SIDE = 1024  # larger images are downscaled on load: the model sees <= 224 px anyway
 
 
+NOT_AN_IMAGE = "not an image file, or a format Pillow cannot read"
+
+
 class ImageError(ValueError):
     """An input that is not a usable image; the message is safe to show to a user."""
 
@@ -51,7 +54,7 @@ def load_image(source, *, max_side: int = MAX_SIDE) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"{name}: image is too large to decode safely") from None
         except UnidentifiedImageError:
-            raise ImageError(f"{name}: not an image file, or a format Pillow cannot read") from None
+            raise ImageError(f"{name}: {NOT_AN_IMAGE}") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageError(f"{name}: the image is corrupt or truncated ({e})") from None
     check_size(image, name)

@@ -51,6 +51,11 @@ def _small_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return out
 
 
+HEATMAP_COLORMAP = "jet"
+OVERLAY_ALPHA = 0.55  # weight of the heat colour where a word's attention peaks ...
+OVERLAY_FLOOR = 0.15  # ... and where it is zero, so the image stays visible under the colour
+
+
 @lru_cache(maxsize=4)
 def _colormap(name: str) -> np.ndarray:
     return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
@@ -62,8 +67,13 @@ def _palette(name: str) -> bytes:
     return _colormap(name).round().astype(np.uint8).tobytes()
 
 
+def colormap_table(name: str = HEATMAP_COLORMAP) -> list[list[int]]:
+    """The colour map as 256 [r, g, b] rows: the browser paints heatmaps with exactly these."""
+    return np.frombuffer(_palette(name), dtype=np.uint8).reshape(256, 3).tolist()
+
+
 def attention_overlay(image: Image.Image, attention: np.ndarray, centres=None, *,
-                      alpha: float = 0.55, cmap: str = "jet") -> Image.Image:
+                      alpha: float = OVERLAY_ALPHA, cmap: str = HEATMAP_COLORMAP) -> Image.Image:
     """Blend one word's attention, as a heatmap scaled to its own peak, over the image.
 
     The heat map is computed in float64 (as the pointing game scores it); colouring and
@@ -76,10 +86,10 @@ def attention_overlay(image: Image.Image, attention: np.ndarray, centres=None, *
         heat /= peak
     colours = Image.fromarray((heat * 255).astype(np.uint8))
     colours.putpalette(_palette(cmap))
-    # weight of the heat colour: keep the image visible (0.15) where attention is low
+    # weight of the heat colour: keep the image visible where attention is low
     weight = np.sqrt(heat.astype(np.float32))
     weight *= alpha * 255
-    weight += 0.15 * 255 + 0.5  # + 0.5: round to the nearest level
+    weight += OVERLAY_FLOOR * 255 + 0.5  # + 0.5: round to the nearest level
     mask = Image.fromarray(np.clip(weight, 0, 255).astype(np.uint8))
     return Image.composite(colours.convert("RGB"), rgb, mask)
 

@@ -1,0 +1,27 @@
+"""The web app's logic, testable without a browser: `core` (captioning and what the page
+shows), `inputs` (what a client may send), `model_info` (the model panel) and `web/` (the
+browser code that draws the attention). `app.py` only wires these to gradio components."""
+
+from captioner.demo.core import (
+    BEAM_SIZES,
+    DEFAULT_BEAM,
+    DEFAULT_MAX_LEN,
+    DISPLAY_MAX,
+    DISPLAY_MIN,
+    EMPTY_CAPTION,
+    MAX_LEN_RANGE,
+    Demo,
+    Result,
+    View,
+    api_payload,
+    display_copy,
+    explorer_payload,
+    web_asset,
+)
+from captioner.demo.inputs import NO_IMAGE, ClientFiles, check_int, load_input
+from captioner.demo.model_info import ModelInfo
+
+__all__ = ["BEAM_SIZES", "DEFAULT_BEAM", "DEFAULT_MAX_LEN", "DISPLAY_MAX", "DISPLAY_MIN",
+           "EMPTY_CAPTION", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "ModelInfo",
+           "Result", "View", "api_payload", "check_int", "display_copy", "explorer_payload",
+           "load_input", "web_asset"]

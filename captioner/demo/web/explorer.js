@@ -1,0 +1,267 @@
+/* The attention explorer: draws every word's attention heatmap in the browser.
+ *
+ * app.py runs this file as the `js_on_load` of a gr.HTML component (gradio gives it `element`,
+ * the component's root, `props` and `watch`). The server sends, once per caption, the display
+ * image, one grid x grid attention map per word and the true cell centres (see
+ * captioner/demo/core.py `explorer_payload`); from then on, moving the slider, clicking a word or
+ * a thumbnail repaints here, within one animation frame, and asks the server nothing.
+ *
+ * The maths is the same as captioner/visualize.py `attention_overlay`: bilinear interpolation
+ * between the true cell centres (constant beyond the outermost ones), the map scaled to its own
+ * peak, the colour map's 256-entry table sent by the server, and the colour blended over the image
+ * with weight FLOOR + ALPHA * sqrt(heat). A test compares these pixels with the server's.
+ */
+(function (global) {
+  "use strict";
+
+  // ---- the maths (pure functions, also called by the tests) ----
+
+  /** For each of `size` pixel centres, the two cells it lies between and the weight of the
+   * second: numpy.interp over the cell centres (fractions of the side), as visualize.py does. */
+  function interpolation(size, centres) {
+    const n = centres.length;
+    const lo = new Int32Array(size), hi = new Int32Array(size), w = new Float64Array(size);
+    let k = 0;
+    for (let i = 0; i < size; i++) {
+      const p = (i + 0.5) / size;
+      if (p <= centres[0]) { lo[i] = hi[i] = 0; continue; }
+      if (p >= centres[n - 1]) { lo[i] = hi[i] = n - 1; continue; }
+      while (centres[k + 1] < p) k++;  // pixels are visited in order: k only moves forward
+      lo[i] = k; hi[i] = k + 1;
+      w[i] = (p - centres[k]) / (centres[k + 1] - centres[k]);
+    }
+    return { lo, hi, w };
+  }
+
+  /** One word's map (flattened grid x grid, row-major) -> width x height heat in [0, 1],
+   * scaled to its own peak. Separable: rows first (height x grid), then columns. */
+  function heatmap(attention, grid, width, height, centres) {
+    const rows = interpolation(height, centres), cols = interpolation(width, centres);
+    const byRow = new Float64Array(height * grid);
+    for (let y = 0; y < height; y++) {
+      const a = rows.lo[y] * grid, b = rows.hi[y] * grid, t = rows.w[y];
+      for (let c = 0; c < grid; c++) {
+        byRow[y * grid + c] = attention[a + c] * (1 - t) + attention[b + c] * t;
+      }
+    }
+    const heat = new Float64Array(width * height);
+    let peak = 0;
+    for (let y = 0; y < height; y++) {
+      const row = y * grid;
+      for (let x = 0; x < width; x++) {
+        const t = cols.w[x];
+        const v = byRow[row + cols.lo[x]] * (1 - t) + byRow[row + cols.hi[x]] * t;
+        heat[y * width + x] = v;
+        if (v > peak) peak = v;
+      }
+    }
+    if (peak > 0) for (let i = 0; i < heat.length; i++) heat[i] /= peak;
+    return heat;
+  }
+
+  /** Blend the heat's colours over the image's RGBA pixels into `out` (an ImageData's data). */
+  function blend(pixels, heat, table, alpha, floor, out) {
+    for (let i = 0, p = 0; i < heat.length; i++, p += 4) {
+      const h = heat[i];
+      const colour = table[Math.min(255, Math.floor(h * 255))];
+      const mask = Math.min(255, Math.floor(Math.sqrt(h) * alpha * 255 + floor * 255 + 0.5)) / 255;
+      out[p] = pixels[p] + Math.round((colour[0] - pixels[p]) * mask);
+      out[p + 1] = pixels[p + 1] + Math.round((colour[1] - pixels[p + 1]) * mask);
+      out[p + 2] = pixels[p + 2] + Math.round((colour[2] - pixels[p + 2]) * mask);
+      out[p + 3] = 255;
+    }
+    return out;
+  }
+
+  // ---- the component ----
+
+  const THUMB = 112;  // gallery thumbnails: longer side in CSS pixels
+
+  function mount(element, props, watch) {
+    let data = null;      // the server's payload for the caption shown
+    let pixels = null;    // the display image's RGBA pixels, at width x height
+    let thumbPixels = null;
+    let cache = [];       // ImageData per word, drawn once on first view
+    let current = 1;      // 1-based word number shown
+    let painted = 0;      // paints so far (tests and benchmarks read #heatmap's data-painted)
+
+    const $ = (selector) => element.querySelector(selector);
+
+    /** A canvas-sized copy of an image's pixels. */
+    function pixelsOf(image, width, height) {
+      const canvas = document.createElement("canvas");
+      canvas.width = width; canvas.height = height;
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      ctx.imageSmoothingQuality = "high";
+      ctx.drawImage(image, 0, 0, width, height);
+      return ctx.getImageData(0, 0, width, height).data;
+    }
+
+    function overlay(word, width, height, base) {
+      const out = new ImageData(width, height);
+      const heat = heatmap(data.attention[word - 1], data.grid, width, height, data.centres);
+      blend(base, heat, props.colormap, props.alpha, props.floor, out.data);
+      return out;
+    }
+
+    /** Show word `word`: the heatmap, the slider, the marked word and thumbnail. */
+    function select(word) {
+      if (!data || !pixels || !data.tokens.length) return;
+      current = Math.min(Math.max(Math.round(word) || 1, 1), data.tokens.length);
+      const canvas = $("#heatmap canvas");
+      if (!cache[current]) cache[current] = overlay(current, data.width, data.height, pixels);
+      canvas.getContext("2d").putImageData(cache[current], 0, 0);
+      const slider = $("#word-slider input[type=range]");
+      if (Number(slider.value) !== current) slider.value = String(current);
+      $("#word-slider .cx-position").textContent = current + " / " + data.tokens.length;
+      element.querySelectorAll("[data-word]").forEach((node) => {
+        const on = Number(node.dataset.word) === current;
+        node.classList.toggle("cx-current", on);
+        node.setAttribute("aria-selected", on ? "true" : "false");
+      });
+      painted += 1;  // stamped on #heatmap for tests and benchmarks
+      const stamp = $("#heatmap").dataset;
+      stamp.word = String(current);
+      stamp.painted = String(painted);
+      stamp.paintedAt = String(performance.now());
+    }
+
+    /** The thumbnails, drawn after the first heatmap is on screen (one word per idle slice). */
+    function drawGallery(token) {
+      const canvases = element.querySelectorAll("#gallery canvas");
+      let i = 0;
+      const next = () => {
+        if (token !== data || i >= canvases.length) return;
+        const c = canvases[i++];
+        c.getContext("2d").putImageData(overlay(i, c.width, c.height, thumbPixels), 0, 0);
+        (global.requestIdleCallback || global.setTimeout)(next);
+      };
+      next();
+    }
+
+    function clear(message) {
+      $("#words").replaceChildren();
+      $("#gallery").replaceChildren();
+      const slider = $("#word-slider input[type=range]");
+      slider.disabled = true; slider.min = "1"; slider.max = "1"; slider.value = "1";
+      $("#word-slider .cx-position").textContent = "–";
+      $("#heatmap canvas").hidden = true;
+      $(".cx-empty").hidden = false;
+      $(".cx-empty").textContent = message;
+      $(".cx-download").disabled = true;
+    }
+
+    /** A new caption from the server: build the words, slider and gallery, then paint word 1. */
+    function load() {
+      const value = props.value;
+      data = null; pixels = null; cache = []; current = 1;
+      if (!value || typeof value !== "object" || !Array.isArray(value.tokens)) {
+        clear("Caption an image to see where the model looks for each word.");
+        return;
+      }
+      if (!value.tokens.length) { clear("The caption has no words, so there is no attention."); return; }
+      const token = value;
+      const words = $("#words");
+      words.replaceChildren(...value.tokens.map((t, i) => {
+        const b = document.createElement("button");
+        b.type = "button"; b.className = "cx-word"; b.textContent = t;
+        b.dataset.word = String(i + 1); b.setAttribute("role", "option");
+        return b;
+      }));
+      const scale = THUMB / Math.max(value.width, value.height);
+      const tw = Math.max(1, Math.round(value.width * scale));
+      const th = Math.max(1, Math.round(value.height * scale));
+      $("#gallery").replaceChildren(...value.tokens.map((t, i) => {
+        const b = document.createElement("button");
+        b.type = "button"; b.className = "cx-thumb"; b.dataset.word = String(i + 1);
+        b.title = (i + 1) + ". " + t;
+        const c = document.createElement("canvas");
+        c.width = tw; c.height = th;
+        const label = document.createElement("span");
+        label.textContent = (i + 1) + ". " + t;
+        b.append(c, label);
+        return b;
+      }));
+      const slider = $("#word-slider input[type=range]");
+      slider.min = "1"; slider.max = String(value.tokens.length); slider.value = "1";
+      slider.disabled = value.tokens.length < 2;
+      const canvas = $("#heatmap canvas");
+      canvas.width = value.width; canvas.height = value.height;
+      const image = new Image();
+      image.onload = () => {
+        if (props.value !== token) return;  // a newer caption arrived meanwhile
+        data = value;
+        pixels = pixelsOf(image, value.width, value.height);
+        thumbPixels = pixelsOf(image, tw, th);
+        canvas.hidden = false;
+        $(".cx-empty").hidden = true;
+        $(".cx-download").disabled = false;
+        select(1);
+        drawGallery(value);
+      };
+      image.src = value.image;
+    }
+
+    /** Every word's heatmap and the caption in one PNG, made here on request. */
+    function downloadGrid() {
+      if (!data) return;
+      const columns = 5, side = 224, labelH = 30, pad = 8;
+      const panels = data.tokens.length + 1;
+      const rows = Math.ceil(panels / columns);
+      const titleH = 44;
+      const grid = document.createElement("canvas");
+      grid.width = columns * (side + pad) + pad;
+      grid.height = titleH + rows * (side + labelH + pad) + pad;
+      const ctx = grid.getContext("2d");
+      ctx.fillStyle = "white"; ctx.fillRect(0, 0, grid.width, grid.height);
+      ctx.fillStyle = "black"; ctx.textAlign = "center"; ctx.textBaseline = "top";
+      ctx.font = "20px sans-serif";
+      ctx.fillText(data.caption, grid.width / 2, 12, grid.width - 2 * pad);
+      const scale = side / Math.max(data.width, data.height);
+      const w = Math.round(data.width * scale), h = Math.round(data.height * scale);
+      const source = document.createElement("canvas");
+      source.width = data.width; source.height = data.height;
+      ctx.font = "18px sans-serif";
+      for (let k = 0; k < panels; k++) {
+        const x = pad + (k % columns) * (side + pad);
+        const y = titleH + Math.floor(k / columns) * (side + labelH + pad);
+        const picture = k === 0 ? new ImageData(new Uint8ClampedArray(pixels), data.width, data.height)
+          : (cache[k] = cache[k] || overlay(k, data.width, data.height, pixels));
+        source.getContext("2d").putImageData(picture, 0, 0);
+        ctx.drawImage(source, x + (side - w) / 2, y + (side - h) / 2, w, h);
+        ctx.fillText(k === 0 ? "(image)" : k + ". " + data.tokens[k - 1], x + side / 2, y + side + 5);
+      }
+      grid.toBlob((blob) => {
+        const link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = "attention-grid.png";
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      }, "image/png");
+    }
+
+    // One set of listeners on the root (it outlives re-renders of the template).
+    element.addEventListener("input", (event) => {
+      if (event.target.matches("#word-slider input[type=range]")) select(Number(event.target.value));
+    });
+    element.addEventListener("click", (event) => {
+      const word = event.target.closest("[data-word]");
+      if (word && element.contains(word)) select(Number(word.dataset.word));
+      if (event.target.closest(".cx-download")) downloadGrid();
+    });
+    element.addEventListener("keydown", (event) => {
+      // arrow keys on a word or thumbnail step through the words, as on the slider
+      if (!event.target.closest("[data-word]")) return;
+      const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[event.key];
+      if (!step) return;
+      event.preventDefault();
+      select(current + step);
+      const focus = event.target.closest("#gallery") ? "#gallery" : "#words";
+      element.querySelector(focus + ' [data-word="' + current + '"]')?.focus();
+    });
+    watch("value", load);
+    load();
+  }
+
+  global.CaptionerExplorer = { interpolation, heatmap, blend, mount };
+})(window);
