@@ -95,15 +95,70 @@ def test_only_the_caption_endpoint_is_documented(served):
     assert list(named) == ["/caption"]
 
 
-def test_ui_handler_returns_every_output(served):
+def test_ui_handler_returns_caption_details_and_the_explorer_payload(served):
     client, examples = served
-    text, details, words, heatmap, gallery, grid = client.predict(
+    text, details, explorer = client.predict(
         gradio_client.handle_file(examples[1]), 2, 6, api_name="/caption_ui")
-    count = len(text.split())
-    assert len(gallery) == count and [g["caption"] for g in gallery] == text.split()
-    assert "beam 2" in details
-    assert [w["token"] for w in words if w["class_or_confidence"]] == [text.split()[0]]
-    assert Path(heatmap).is_file() and Path(grid).suffix == ".png"
+    assert explorer["tokens"] == text.split() and "beam 2" in details
+    assert np.asarray(explorer["attention"]).shape == (len(explorer["tokens"]), 8 * 8)
+    assert explorer["image"].startswith("data:image/jpeg;base64,")
+
+
+def call_raw(url: str, api_name: str, data: list) -> str:
+    """One call through gradio's plain HTTP API (no gradio_client): the SSE reply's text."""
+    import httpx
+
+    event = httpx.post(f"{url}gradio_api/call/{api_name}", json={"data": data}, timeout=30)
+    event.raise_for_status()
+    reply = httpx.get(f"{url}gradio_api/call/{api_name}/{event.json()['event_id']}", timeout=60)
+    return reply.text.strip()
+
+
+def private_files(folder: Path) -> list[Path]:
+    """Three server files no client uploaded, all named secret.png: a real image, a text file,
+    and a path where nothing exists."""
+    paths = [folder / kind / "secret.png" for kind in ("image", "text", "missing")]
+    for path in paths:
+        path.parent.mkdir(parents=True)
+    render_scene(np.random.default_rng(5), 64).image.save(paths[0])
+    paths[1].write_text("password=hunter2")
+    return paths
+
+
+@pytest.mark.parametrize("api_name", ["caption", "caption_ui"])
+def test_no_endpoint_opens_a_file_the_client_names(served, tmp_path, api_name):
+    """Raw HTTP and gradio_client, with and without gradio's FileData marker: a path outside
+    the uploads is never opened, and the reply cannot tell which of the files exist."""
+    client, _ = served
+    forms = {
+        "plain dict": lambda p: {"path": str(p)},
+        "named": lambda p: {"path": str(p), "orig_name": "secret.png"},
+        "FileData": lambda p: {"path": str(p), "meta": {"_type": "gradio.FileData"}},
+        "string": lambda p: str(p),
+    }
+    replies: dict[str, set[str]] = {form: set() for form in [*forms, "gradio_client"]}
+    for path in private_files(tmp_path / "private"):
+        for form, payload in forms.items():
+            reply = call_raw(client.src, api_name, [payload(path), 2, 8])
+            assert reply.startswith("event: error"), (form, reply)  # never a caption
+            replies[form].add(reply)
+        with pytest.raises(gradio_client.exceptions.AppError) as err:
+            client.predict({"path": str(path)}, 2, 8, api_name=f"/{api_name}")
+        replies["gradio_client"].add(str(err.value))
+    for form, answers in replies.items():  # the image, the text and the missing file alike
+        assert len(answers) == 1, (form, answers)
+    everything = " ".join(a for answers in replies.values() for a in answers)
+    assert "password" not in everything and str(tmp_path) not in everything
+
+
+def test_the_page_shows_no_server_path(served, tmp_path_factory):
+    import httpx
+
+    client, _ = served
+    page = httpx.get(f"{client.src}config", timeout=30).text
+    assert str(ROOT) not in page
+    assert str(tmp_path_factory.getbasetemp()) not in page  # where the served model lives
+    assert "Weights:" in page
 
 
 def test_bad_upload_gives_a_message_and_the_server_keeps_serving(served, tmp_path):

@@ -1,34 +1,43 @@
-"""The app's logic without a browser or server: captioning, word stepping, errors, API payload."""
+"""The app's logic without a browser or server: captioning, the explorer payload, which files
+a client may open, errors, API payload and the model panel."""
 
+import base64
 import io
 import json
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from captioner.demo import (
-    CURRENT,
     DISPLAY_MAX,
     DISPLAY_MIN,
     NO_IMAGE,
     Demo,
     Result,
     api_payload,
-    highlighted,
-    overlay_for,
-    word_view,
+    explorer_payload,
+    load_input,
 )
+from captioner.hub import BUNDLED_WEIGHTS
 from captioner.model import WeightsError
-from captioner.preprocess import ImageError
+from captioner.preprocess import NOT_AN_IMAGE, ImageError
 from captioner.scenes import render_scene
 
 MAX_LEN = 6  # random tiny models rarely stop by themselves: keep captions short and fast
 
 
 @pytest.fixture
-def demo(saved_model_dir) -> Demo:
+def uploads(tmp_path, monkeypatch):
+    """gradio's upload folder for this test: the only place client paths may point into."""
+    folder = tmp_path / "gradio-uploads"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def demo(saved_model_dir, uploads) -> Demo:
     return Demo.load(str(saved_model_dir))
 
 
@@ -42,23 +51,22 @@ def result(demo, scene) -> Result:
     return demo.caption(scene, beam_size=2, max_len=MAX_LEN)
 
 
-def test_caption_draws_one_overlay_per_word(result):
+def test_caption_keeps_words_maps_and_a_display_copy(result):
     t = len(result.tokens)
-    assert 1 <= t <= MAX_LEN
-    assert len(result.overlays) == t == result.attention.shape[0]
+    assert 1 <= t <= MAX_LEN and result.attention.shape[0] == t
     assert result.text == " ".join(result.tokens)
     assert np.allclose(result.attention.sum(axis=(1, 2)), 1, atol=1e-4)
     assert DISPLAY_MIN <= max(result.image.size) <= DISPLAY_MAX  # 64 px scene enlarged
-    assert all(o.size == result.image.size and o.mode == "RGB" for o in result.overlays)
     assert result.score <= 0
 
 
-def test_every_input_kind_gives_the_same_caption(demo, scene, tmp_path):
-    path = tmp_path / "scene.png"
+def test_every_input_kind_gives_the_same_caption(demo, scene, uploads):
+    path = uploads / "scene.png"
     scene.save(path)
     expected = demo.caption(scene, 1, MAX_LEN).tokens
     for source in (str(path), path, path.read_bytes(), {"path": str(path), "orig_name": "x.png"}):
-        assert demo.caption(source, 1, MAX_LEN).tokens == expected
+        assert demo.caption(load_input(source), 1, MAX_LEN).tokens == expected
+        assert demo.api(source, 1, MAX_LEN)["tokens"] == expected  # uploads may be opened
 
 
 def test_large_images_are_downscaled_for_display(demo):
@@ -67,48 +75,66 @@ def test_large_images_are_downscaled_for_display(demo):
     assert result.image.size == (DISPLAY_MAX, DISPLAY_MAX // 2)
 
 
-def test_slider_steps_pick_precomputed_overlays_without_the_model(demo, result, monkeypatch):
-    assert len(result.tokens) >= 2
-    monkeypatch.setattr(demo.model, "forward", lambda *a, **k: pytest.fail("model called"))
-    monkeypatch.setattr(demo.model, "step", lambda *a, **k: pytest.fail("model called"))
-    start = time.perf_counter()
-    for i in range(1, len(result.tokens) + 1):
-        assert overlay_for(result, i) is result.overlays[i - 1]
-    assert (time.perf_counter() - start) / len(result.tokens) < 0.03
-    first, second = (np.asarray(overlay_for(result, i), dtype=np.int16) for i in (1, 2))
-    assert np.abs(first - second).sum() > 0  # another word, another heatmap
-    # out-of-range and odd slider values are clamped, not errors
-    assert overlay_for(result, 0) is result.overlays[0]
-    assert overlay_for(result, 99) is result.overlays[-1]
-    assert overlay_for(result, "2") is result.overlays[1]
-    assert overlay_for(result, None) is result.overlays[0]
+def test_explorer_payload_has_what_the_browser_draws_from(demo, result):
+    payload = explorer_payload(result, demo.cell_centres)
+    assert json.loads(json.dumps(payload)) == payload  # plain JSON
+    grid = demo.model.config.grid_size
+    assert payload["tokens"] == result.tokens and payload["grid"] == grid
+    maps = np.asarray(payload["attention"])
+    assert maps.shape == (len(result.tokens), grid * grid)
+    np.testing.assert_allclose(maps.reshape(-1, grid, grid), result.attention, atol=1e-5)
+    np.testing.assert_allclose(payload["centres"], demo.cell_centres, atol=1e-6)
+    header, data = payload["image"].split(",", 1)
+    assert header == "data:image/jpeg;base64"
+    shown = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert shown.size == (payload["width"], payload["height"]) == result.image.size
+    # the JPEG is the display copy (lossy, but close)
+    error = np.abs(np.asarray(shown.convert("RGB"), np.int16) - np.asarray(result.image, np.int16))
+    assert error.mean() < 3
 
 
-def test_highlighted_marks_only_the_current_word():
-    spans = highlighted(["a", "red", "circle"], 2)
-    assert "".join(text for text, _ in spans) == "a red circle"
-    assert [text for text, label in spans if label == CURRENT] == ["red"]
-    assert [label for text, label in spans if text == "a"] == [None]
-    assert highlighted([], 1) == []
+def test_view_returns_the_caption_and_the_explorer_payload(demo, scene, uploads):
+    path = uploads / "s.png"
+    scene.save(path)
+    view = demo.view({"path": str(path), "orig_name": "s.png"}, 2, MAX_LEN)
+    assert view.caption == " ".join(view.explorer["tokens"])
+    assert "beam 2" in view.details
+    assert len(view.explorer["attention"]) == len(view.explorer["tokens"])
 
 
-def test_view_writes_files_for_gallery_heatmap_and_download(demo, scene):
-    view = demo.view(scene, 2, MAX_LEN)
-    assert view.count == len(view.gallery) >= 1
-    assert [w for _, w in view.gallery] == view.caption.split()
-    assert view.heatmap == view.gallery[0][0]
-    for path, _ in view.gallery:
-        with Image.open(path) as im:
-            assert im.size[0] >= DISPLAY_MIN
-    with Image.open(view.grid) as grid:
-        assert grid.format == "PNG" and grid.width > 3 * 200
-    assert [label for _, label in view.words if label] == [CURRENT]
-    # the slider handler: picks the right file and moves the highlight
-    heat, words = word_view(view.gallery, 2)
-    if view.count >= 2:
-        assert heat == view.gallery[1][0]
-        assert [t for t, label in words if label == CURRENT] == [view.gallery[1][1]]
-    assert word_view(None, 3) == (None, [])
+def test_client_paths_outside_the_uploads_are_never_opened(demo, scene, tmp_path, uploads):
+    """A client names a file: only gradio's uploads and the shipped examples may be opened.
+    Elsewhere, an existing image, a text file and a missing file all get one message."""
+    private = tmp_path / "private"
+    for sub, content in (("image", None), ("text", b"secret"), ("missing", False)):
+        (private / sub).mkdir(parents=True)
+        if content is None:
+            scene.save(private / sub / "secret.png")
+        elif content:
+            (private / sub / "secret.png").write_bytes(content)
+    sneaky = str(uploads / ".." / "private" / "image" / "secret.png")  # climbs out
+    link = uploads / "link.png"
+    link.symlink_to(private / "image" / "secret.png")  # points out
+    messages = set()
+    for path in [private / s / "secret.png" for s in ("image", "text", "missing")] + [sneaky]:
+        for payload in (str(path), {"path": str(path)}, {"path": str(path),
+                                                        "meta": {"_type": "gradio.FileData"}}):
+            for handler in (demo.api, demo.view):
+                with pytest.raises(ImageError) as err:
+                    handler(payload, 1, MAX_LEN)
+                messages.add(str(err.value))
+    assert messages == {f"secret.png: {NOT_AN_IMAGE}"}
+    with pytest.raises(ImageError, match=f"link.png: {NOT_AN_IMAGE}"):
+        demo.api({"path": str(link)}, 1, MAX_LEN)
+    # an upload of a text file reads the same
+    (uploads / "secret.png").write_bytes(b"secret")
+    with pytest.raises(ImageError) as err:
+        demo.api({"path": str(uploads / "secret.png")}, 1, MAX_LEN)
+    assert str(err.value) in messages
+    # shipped examples may be named
+    example = private / "image" / "secret.png"
+    demo.allow_files([example])
+    assert demo.api({"path": str(example)}, 1, MAX_LEN)["tokens"]
 
 
 @pytest.mark.parametrize("name,data,message", [
@@ -116,24 +142,24 @@ def test_view_writes_files_for_gallery_heatmap_and_download(demo, scene):
     ("cut.jpg", None, "corrupt or truncated"),
     ("empty.png", b"", "empty"),
 ])
-def test_bad_files_give_readable_errors(demo, tmp_path, scene, name, data, message):
+def test_bad_files_give_readable_errors(demo, uploads, scene, name, data, message):
     if data is None:  # a JPEG cut in half
         buffer = io.BytesIO()
         scene.resize((256, 256)).save(buffer, format="JPEG")
         data = buffer.getvalue()[: len(buffer.getvalue()) // 2]
-    path = tmp_path / "upload" / name
+    path = uploads / "upload" / name
     path.parent.mkdir()
     path.write_bytes(data)
     for source in (str(path), data, {"path": str(path), "orig_name": name}):
         with pytest.raises(ImageError, match=message) as err:
-            demo.caption(source, 1, MAX_LEN)
-        assert str(tmp_path) not in str(err.value)  # never a server path in the message
+            demo.api(source, 1, MAX_LEN)
+        assert str(uploads) not in str(err.value)  # never a server path in the message
         assert "Traceback" not in str(err.value)
 
 
 def test_missing_image_and_bad_settings(demo, scene):
     with pytest.raises(ImageError, match="no image"):
-        demo.caption(None)
+        demo.view(None)
     assert "upload" in NO_IMAGE
     with pytest.raises(ValueError, match="beam size must be a whole number from 1 to 5"):
         demo.caption(scene, beam_size=0)
@@ -141,15 +167,15 @@ def test_missing_image_and_bad_settings(demo, scene):
         demo.caption(scene, max_len="many")
 
 
-def test_decompression_bomb_is_refused(demo, tmp_path):
-    path = tmp_path / "bomb.png"
+def test_decompression_bomb_is_refused(demo, uploads):
+    path = uploads / "bomb.png"
     Image.new("1", (9000, 8000)).save(path)  # 72 megapixels, a few kB on disk
     with pytest.raises(ImageError, match="too large"):
-        demo.caption(str(path))
+        demo.view(str(path))
 
 
-def test_api_payload_is_plain_json(demo, scene):
-    payload = demo.api(scene, 2, MAX_LEN)
+def test_api_payload_is_plain_json(demo, result):
+    payload = api_payload(result, demo.cell_centres)
     assert json.loads(json.dumps(payload)) == payload
     t, grid = len(payload["tokens"]), demo.model.config.grid_size
     assert payload["caption"] == " ".join(payload["tokens"])
@@ -159,15 +185,15 @@ def test_api_payload_is_plain_json(demo, scene):
 
 
 def test_empty_caption_is_handled(demo, scene):
-    empty = Result([], -1.0, np.zeros((0, 4, 4), np.float32), scene, [])
-    assert overlay_for(empty, 1) is scene
-    assert demo.grid_png(empty) is None
+    empty = Result([], -1.0, np.zeros((0, 4, 4), np.float32), scene)
     assert api_payload(empty)["attention"] == []
+    assert explorer_payload(empty, demo.cell_centres)["attention"] == []
 
 
 def test_model_panel_reports_weights_data_and_metrics(saved_model_dir):
     plain = Demo.load(str(saved_model_dir)).model_markdown()
-    assert str(saved_model_dir) in plain and "resnet18" in plain
+    assert "local folder `model`" in plain and "resnet18" in plain
+    assert str(saved_model_dir.parent) not in plain  # no server path on the page
     assert "none found" in plain
     assert "4×4 grid" in Demo.load(str(saved_model_dir)).explanation()
     metrics = {"dataset": "scenes", "split": "test", "images": 500, "selected_epoch": 7,
@@ -182,6 +208,12 @@ def test_model_panel_reports_weights_data_and_metrics(saved_model_dir):
                  "| pointing accuracy | 80.0% | 82.0% |", "500 images", "82%", "10% by chance",
                  "Shapes only"):
         assert text in info
+
+
+def test_model_panel_names_bundled_weights_without_a_path():
+    shown = Demo.load().model_markdown()
+    assert "bundled weights" in shown
+    assert str(BUNDLED_WEIGHTS) not in shown and str(BUNDLED_WEIGHTS.parent) not in shown
 
 
 def test_missing_weights_raise_weights_error(tmp_path):
