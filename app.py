@@ -86,7 +86,7 @@ def explorer_component() -> gr.HTML:
                    js_on_load=web_asset("explorer.js")
                    + "\nCaptionerExplorer.mount(element, props, watch);",
                    colormap=colormap_table(), alpha=OVERLAY_ALPHA, floor=OVERLAY_FLOOR,
-                   elem_id="explorer", render=False)
+                   image_selector="#input-image img", elem_id="explorer", render=False)
 
 
 def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:

@@ -101,7 +101,7 @@ def test_ui_handler_returns_caption_details_and_the_explorer_payload(served):
         gradio_client.handle_file(examples[1]), 2, 6, api_name="/caption_ui")
     assert explorer["tokens"] == text.split() and "beam 2" in details
     assert np.asarray(explorer["attention"]).shape == (len(explorer["tokens"]), 8 * 8)
-    assert explorer["image"].startswith("data:image/jpeg;base64,")
+    assert explorer["width"] >= 320 and "image" not in explorer
 
 
 def call_raw(url: str, api_name: str, data: list) -> str:

@@ -1,17 +1,25 @@
-"""The page in headless Chromium: upload, caption, move the word slider, the heatmap changes.
+"""The page in headless Chromium, over an emulated real network (150 ms latency, 10/5 Mbit/s):
+upload, caption, then step through the words. The heatmap is drawn in the browser: stepping
+sends no request, its pixels change from word to word and match the server's own overlay.
 
-Uses the bundled weights/ when they exist (so the screenshots show the real model), else a tiny
-random model; CAPTIONER_TEST_WEIGHTS overrides both. Screenshots go to the test's tmp_path and
-the full page is also copied to /tmp/captioner-screenshot.png.
+Uses the bundled weights/ (so the screenshots show the real model); CAPTIONER_TEST_WEIGHTS
+overrides them. Screenshots go to the test's tmp_path; the full page is also copied to
+/tmp/captioner-screenshot.png.
 """
 
+import base64
+import io
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from captioner.demo import Demo
 from captioner.hub import BUNDLED_WEIGHTS
+from captioner.visualize import attention_overlay, upsample_attention
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword)")]
@@ -21,7 +29,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
 SCREENSHOT = Path("/tmp/captioner-screenshot.png")
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 60_000
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "examples" / "photo-grace-hopper.jpg"
+NETWORK = {"offline": False, "latency": 150, "downloadThroughput": 10e6 / 8,
+           "uploadThroughput": 5e6 / 8}  # what a visitor of a Space might have
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
@@ -30,11 +42,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python
 from test_app import running_app  # noqa: E402  (after the skips: imports gradio)
 
 
-def weights_for_screenshots() -> str | None:
-    chosen = os.environ.get("CAPTIONER_TEST_WEIGHTS")
-    if chosen:
-        return chosen
-    return str(BUNDLED_WEIGHTS) if (BUNDLED_WEIGHTS / "model.safetensors").is_file() else None
+def weights() -> str:
+    return os.environ.get("CAPTIONER_TEST_WEIGHTS") or str(BUNDLED_WEIGHTS)
 
 
 @pytest.fixture(scope="module")
@@ -45,84 +54,186 @@ def browser():
         browser.close()
 
 
-def heatmap_src(page) -> str | None:
-    img = page.locator("#heatmap img")
-    return img.first.get_attribute("src") if img.count() else None
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("browser-app"), weights()) as (url, examples):
+        yield url, examples
 
 
-def current_word(page) -> str:
-    """The word(s) HighlightedText marks (gradio gives them the class `highlighted`)."""
-    return "|".join(t.strip() for t in
-                    page.locator("#words .token.highlighted .text").all_inner_texts())
+class Traffic:
+    """Requests sent and bytes received by one page, from Chrome DevTools' network events.
+    Streamed replies (gradio's server-sent events) count by their chunks as they arrive."""
+
+    def __init__(self, page):
+        self.requests: list[str] = []
+        self.streamed: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
+        self.urls: dict[str, str] = {}
+        page.on("request", lambda request: self.requests.append(request.url))
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", NETWORK)
+        cdp.on("Network.requestWillBeSent",
+               lambda e: self.urls.__setitem__(e["requestId"], e["request"]["url"]))
+        cdp.on("Network.dataReceived", self.data_received)
+        cdp.on("Network.loadingFinished",
+               lambda e: self.finished.__setitem__(e["requestId"], e["encodedDataLength"]))
+
+    def data_received(self, event) -> None:
+        size = max(event["encodedDataLength"], event["dataLength"])
+        self.streamed[event["requestId"]] = self.streamed.get(event["requestId"], 0) + size
+
+    @property
+    def received(self) -> int:
+        ids = {i for i in set(self.streamed) | set(self.finished)  # data: URLs are not traffic
+               if not self.urls.get(i, "").startswith("data:")}
+        return sum(max(self.streamed.get(i, 0), self.finished.get(i, 0)) for i in ids)
 
 
-def test_upload_caption_and_step_through_words(browser, tmp_path):
-    with running_app(tmp_path, weights_for_screenshots()) as (url, examples):
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        page.locator("#input-image input[type=file]").set_input_files(examples[0])
-        page.wait_for_function(
-            "() => document.querySelector('#caption textarea')?.value.trim().length > 0")
-        page.wait_for_function("() => document.querySelectorAll('#gallery img').length > 0")
-        page.wait_for_function("() => document.querySelector('#heatmap img')")
-        caption = page.locator("#caption textarea").input_value()
-        words = caption.split()
-        assert len(words) >= 2, caption
-        slider = page.locator("#word-slider input[type=range]")
-        page.wait_for_function(
-            "n => document.querySelector('#word-slider input[type=range]').max == n",
-            arg=str(len(words)))  # the slider spans exactly the caption's words
-        first_src = heatmap_src(page)
-        assert current_word(page) == words[0]
-        page.locator("#heatmap").screenshot(path=str(tmp_path / "heatmap-word-1.png"))
-        page.screenshot(path=str(tmp_path / "page-word-1.png"), full_page=True)
+def painted(page) -> int:
+    return int(page.evaluate("document.querySelector('#heatmap').dataset.painted || 0"))
 
-        # Keyboard on the range input: one step right = the second word.
-        slider.focus()
+
+def shown_word(page) -> int:
+    return int(page.evaluate("document.querySelector('#heatmap').dataset.word || 0"))
+
+
+def wait_for_word(page, word: int) -> None:
+    page.wait_for_function("w => document.querySelector('#heatmap').dataset.word == w", arg=word)
+
+
+def canvas_pixels(page) -> np.ndarray:
+    """The heatmap canvas as an RGB array (read losslessly as PNG)."""
+    url = page.evaluate("document.querySelector('#heatmap canvas').toDataURL('image/png')")
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def caption_after_upload(page, path: str | Path) -> list[str]:
+    page.wait_for_selector("#heatmap", state="attached")
+    before = painted(page)
+    page.locator("#input-image input[type=file]").set_input_files(str(path))
+    page.wait_for_function("n => Number(document.querySelector('#heatmap').dataset.painted) > n",
+                           arg=before)
+    return page.locator("#caption textarea").input_value().split()
+
+
+def test_stepping_through_words_asks_the_server_nothing(browser, app, tmp_path):
+    url, examples = app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    traffic = Traffic(page)
+    page.goto(url)
+    words = caption_after_upload(page, examples[0])
+    assert len(words) >= 3, words
+    slider = page.locator("#word-slider input[type=range]")
+    assert slider.get_attribute("max") == str(len(words))  # the slider spans the caption
+    assert page.locator("#words [data-word].cx-current").inner_text() == words[0]
+    first = canvas_pixels(page)
+    page.screenshot(path=str(tmp_path / "page-word-1.png"), full_page=True)
+
+    sent = len(traffic.requests)
+    slider.focus()
+    for word in range(2, len(words) + 1):  # keyboard: one step right = the next word
         page.keyboard.press("ArrowRight")
-        page.wait_for_function(
-            "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
-            arg=first_src)
-        assert heatmap_src(page) != first_src
-        assert page.locator("#word-slider input[type=number]").input_value() == "2"
-        page.wait_for_timeout(300)
-        assert current_word(page) == words[1]
+        wait_for_word(page, word)
+        assert page.locator("#words [data-word].cx-current").inner_text() == words[word - 1]
+    second_to_last = canvas_pixels(page)
+    page.locator("#gallery [data-word='2']").click()  # a thumbnail
+    wait_for_word(page, 2)
+    second = canvas_pixels(page)
+    page.locator("#words [data-word='1']").click()  # a word
+    wait_for_word(page, 1)
+    assert np.array_equal(canvas_pixels(page), first)  # back to word 1: the same picture
+    page.wait_for_timeout(500)  # anything late would be counted too
+    assert traffic.requests[sent:] == []  # no request while stepping
 
-        # Typing a number in the slider's box jumps straight to a word.
-        last = len(words)
-        box = page.locator("#word-slider input[type=number]")
-        second_src = heatmap_src(page)
-        box.fill(str(last))
-        box.press("Enter")
-        page.wait_for_function(
-            "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
-            arg=second_src)
-        page.wait_for_timeout(300)
-        assert current_word(page) == words[-1]
-        page.locator("#heatmap").screenshot(path=str(tmp_path / f"heatmap-word-{last}.png"))
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        shutil.copy(tmp_path / "page.png", SCREENSHOT)
+    for other in (second, second_to_last):  # another word, other pixels
+        assert np.abs(other - first).mean() > 2
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    shutil.copy(tmp_path / "page.png", SCREENSHOT)
 
-        # An example click shows its (lazily cached) result and the slider still works.
-        first_overlay = page.locator("#gallery img").first.get_attribute("src")
-        page.locator("#examples button.gallery-item").nth(1).click()
-        page.wait_for_function(  # the other image's overlays have arrived
-            "s => document.querySelector('#gallery img')?.getAttribute('src') !== s",
-            arg=first_overlay)
-        example_words = page.locator("#caption textarea").input_value().split()
-        page.wait_for_function(  # slider reset: spans the new words, back at word 1
-            """n => { const r = document.querySelector('#word-slider input[type=range]');
-                      return r.max == n && r.value == '1'; }""",
-            arg=str(max(len(example_words), 2)))
-        if len(example_words) >= 2:
-            src = heatmap_src(page)
-            slider.focus()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src",
-                arg=src)
-            page.wait_for_timeout(300)
-            assert current_word(page) == example_words[1]
-        page.screenshot(path=str(tmp_path / "page-example.png"), full_page=True)
-        page.close()
+    # An example click shows its (lazily cached) result and the words follow it.
+    page.locator("#examples button.gallery-item").nth(1).click()
+    page.wait_for_function(
+        "w => document.querySelector('#caption textarea').value !== w", arg=" ".join(words))
+    wait_for_word(page, 1)
+    example_words = page.locator("#caption textarea").input_value().split()
+    assert page.locator("#words [data-word]").all_inner_texts() == example_words
+    page.close()
+
+
+def test_browser_heatmap_matches_the_server_overlay(browser, app):
+    """Same interpolation between true cell centres, same colour map, same blend: the canvas
+    equals visualize.attention_overlay on the same display image to within rounding."""
+    url, examples = app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    words = caption_after_upload(page, examples[0])
+    model = Demo.load(weights())
+    model.allow_files([examples[0]])
+    payload = model.view(examples[0], 3, 20).explorer
+    assert payload["tokens"] == words
+    size = [payload["width"], payload["height"]]
+    base = np.asarray(page.evaluate(  # the picture shown, at display size, as the explorer reads it
+        """([w, h]) => { const c = document.createElement('canvas'); c.width = w; c.height = h;
+                         const x = c.getContext('2d'); x.imageSmoothingQuality = 'high';
+                         x.drawImage(document.querySelector('#input-image img'), 0, 0, w, h);
+                         return Array.from(x.getImageData(0, 0, w, h).data); }""", size),
+        dtype=np.uint8).reshape(size[1], size[0], 4)[..., :3]
+    shown = Image.fromarray(base)
+    maps = np.asarray(payload["attention"]).reshape(len(words), payload["grid"], payload["grid"])
+    for word in (1, 2, len(words)):
+        page.locator(f"#words [data-word='{word}']").click()
+        wait_for_word(page, word)
+        expected = np.asarray(attention_overlay(shown, maps[word - 1], payload["centres"]),
+                              dtype=np.int16)
+        difference = np.abs(canvas_pixels(page) - expected)
+        assert difference.mean() < 0.5 and difference.max() <= 2, word
+
+    # and the interpolation itself, number for number
+    heat = np.asarray(page.evaluate(
+        """([a, g, w, h, c]) => Array.from(CaptionerExplorer.heatmap(a, g, w, h, c))""",
+        [maps[1].ravel().tolist(), payload["grid"], 37, 23, payload["centres"]]))
+    reference = upsample_attention(maps[1], 37, 23, np.asarray(payload["centres"]))
+    np.testing.assert_allclose(heat.reshape(23, 37), reference / reference.max(), atol=1e-12)
+    page.close()
+
+
+def test_photo_caption_downloads_little(browser, app):
+    """One caption of the example photo, not counting the page: the preview of the upload that
+    gradio shows, the maps and the caption; no overlay pictures, no second copy of the image."""
+    url, examples = app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    traffic = Traffic(page)
+    page.goto(url)
+    caption_after_upload(page, examples[0])  # first caption: loads the fonts it shows, etc.
+    page.wait_for_load_state("networkidle")
+    before = traffic.received
+    caption_after_upload(page, PHOTO)
+    page.wait_for_timeout(500)
+    received_kb = (traffic.received - before) / 1024
+    print(f"\nphoto caption: {received_kb:.0f} KB received")
+    assert received_kb <= 150
+    page.close()
+
+
+def test_phone_touch_and_no_sideways_scrolling(browser, app, tmp_path):
+    url, examples = app
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True,
+                                  is_mobile=True, device_scale_factor=2)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    words = caption_after_upload(page, examples[0])
+    page.locator("#gallery [data-word='3']").tap()
+    wait_for_word(page, 3)
+    slider = page.locator("#word-slider input[type=range]")
+    box = slider.bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)  # the end
+    wait_for_word(page, len(words))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    context.close()

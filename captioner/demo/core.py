@@ -2,15 +2,14 @@
 
 `Demo` holds a loaded model. `Demo.view` runs the model *once* per image and returns, beside the
 caption, everything the browser needs to draw every word's attention itself (`explorer_payload`):
-the display copy of the image, the attention maps and the true cell centres. Moving through the
-words then costs no request at all. `app.py` only wires these functions to gradio components.
+the attention maps, the true cell centres and the size to draw them at, over the image the
+browser already shows (the visitor's upload or the example). Moving through the words then costs
+no request at all, and no picture is sent back. `app.py` only wires these functions to gradio components.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ MAX_LEN_RANGE = (3, 40)  # shortest and longest caption limit the app offers
 DEFAULT_BEAM, DEFAULT_MAX_LEN = 3, 20
 DISPLAY_MAX = 512  # heatmaps are drawn on a copy of the image at most this large ...
 DISPLAY_MIN = 320  # ... and small inputs (64 px scenes) are enlarged to at least this
-DISPLAY_QUALITY = 90  # JPEG quality of that copy: ~40 KB for a 512 px photo
 ATTENTION_DECIMALS = 5  # attention sent to the browser: 1e-5 is far below one colour level
 EMPTY_CAPTION = "(the model ended the caption before writing any word)"
 WEB = Path(__file__).resolve().parent / "web"  # the browser code: explorer.{html,css,js}
@@ -79,13 +77,6 @@ def display_copy(image: Image.Image, largest: int = DISPLAY_MAX,
     return image.resize(size, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
 
 
-def jpeg_data_url(image: Image.Image, quality: int = DISPLAY_QUALITY) -> str:
-    """The image as a `data:` URL, so it travels inside the caption's JSON (one response)."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def api_payload(result: Result, cell_centres: np.ndarray | None = None) -> dict:
     """Plain JSON: the caption, its words, its score and one attention map per word."""
     payload = {
@@ -102,8 +93,9 @@ def api_payload(result: Result, cell_centres: np.ndarray | None = None) -> dict:
 
 
 def explorer_payload(result: Result, cell_centres: np.ndarray) -> dict:
-    """What the browser's attention explorer (web/explorer.js) draws every word from: the
-    display image, one flattened grid x grid map per word and the true cell centres."""
+    """What the browser's attention explorer (web/explorer.js) draws every word from: one
+    flattened grid x grid map per word, the true cell centres, and the display size at which
+    it draws them over the image it already shows."""
     grid = result.attention.shape[-1] if result.attention.ndim == 3 else len(cell_centres)
     return {
         "caption": result.text,
@@ -112,7 +104,6 @@ def explorer_payload(result: Result, cell_centres: np.ndarray) -> dict:
         "centres": [round(float(c), 6) for c in cell_centres],
         "attention": [np.round(a.astype(np.float64).ravel(), ATTENTION_DECIMALS).tolist()
                       for a in result.attention],
-        "image": jpeg_data_url(result.image),
         "width": result.image.width,
         "height": result.image.height,
     }

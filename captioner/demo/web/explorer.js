@@ -1,10 +1,12 @@
 /* The attention explorer: draws every word's attention heatmap in the browser.
  *
  * app.py runs this file as the `js_on_load` of a gr.HTML component (gradio gives it `element`,
- * the component's root, `props` and `watch`). The server sends, once per caption, the display
- * image, one grid x grid attention map per word and the true cell centres (see
- * captioner/demo/core.py `explorer_payload`); from then on, moving the slider, clicking a word or
- * a thumbnail repaints here, within one animation frame, and asks the server nothing.
+ * the component's root, `props` and `watch`). The server sends, once per caption, one grid x grid
+ * attention map per word, the true cell centres and the display size (see captioner/demo/core.py
+ * `explorer_payload`). The image itself is not sent again: the page already shows it in the
+ * input component (#input-image: the visitor's upload or the example clicked), and the heatmaps
+ * are drawn over that. From then on, moving the slider, clicking a word or a thumbnail repaints
+ * here, within one animation frame, and asks the server nothing.
  *
  * The maths is the same as captioner/visualize.py `attention_overlay`: bilinear interpolation
  * between the true cell centres (constant beyond the outermost ones), the map scaled to its own
@@ -83,6 +85,7 @@
     let thumbPixels = null;
     let cache = [];       // ImageData per word, drawn once on first view
     let current = 1;      // 1-based word number shown
+    let loads = 0;        // captions received so far: a late image load must not win
     let painted = 0;      // paints so far (tests and benchmarks read #heatmap's data-painted)
 
     const $ = (selector) => element.querySelector(selector);
@@ -153,14 +156,17 @@
 
     /** A new caption from the server: build the words, slider and gallery, then paint word 1. */
     function load() {
-      const value = props.value;
+      loads += 1;
+      let value = props.value;
+      // cached example outputs come back from gradio as the JSON text of the same payload
+      if (typeof value === "string" && value.startsWith("{")) value = JSON.parse(value);
       data = null; pixels = null; cache = []; current = 1;
       if (!value || typeof value !== "object" || !Array.isArray(value.tokens)) {
         clear("Caption an image to see where the model looks for each word.");
         return;
       }
       if (!value.tokens.length) { clear("The caption has no words, so there is no attention."); return; }
-      const token = value;
+      const ticket = loads;
       const words = $("#words");
       words.replaceChildren(...value.tokens.map((t, i) => {
         const b = document.createElement("button");
@@ -187,9 +193,8 @@
       slider.disabled = value.tokens.length < 2;
       const canvas = $("#heatmap canvas");
       canvas.width = value.width; canvas.height = value.height;
-      const image = new Image();
-      image.onload = () => {
-        if (props.value !== token) return;  // a newer caption arrived meanwhile
+      whenLoaded(shownImage(), (image) => {
+        if (ticket !== loads) return;  // a newer caption arrived meanwhile
         data = value;
         pixels = pixelsOf(image, value.width, value.height);
         thumbPixels = pixelsOf(image, tw, th);
@@ -198,8 +203,19 @@
         $(".cx-download").disabled = false;
         select(1);
         drawGallery(value);
-      };
-      image.src = value.image;
+      });
+    }
+
+    /** The picture the input component shows: what was captioned. */
+    function shownImage() {
+      return document.querySelector(props.image_selector);
+    }
+
+    /** Call `then(img)` once `img` (maybe still loading, maybe not there yet) has its pixels. */
+    function whenLoaded(img, then, tries = 0) {
+      if (img && img.complete && img.naturalWidth) return then(img);
+      if (img) return img.addEventListener("load", () => then(img), { once: true });
+      if (tries < 100) setTimeout(() => whenLoaded(shownImage(), then, tries + 1), 50);
     }
 
     /** Every word's heatmap and the caption in one PNG, made here on request. */
