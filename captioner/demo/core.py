@@ -4,7 +4,8 @@
 caption, everything the browser needs to draw every word's attention itself (`explorer_payload`):
 the attention maps, the true cell centres and the size to draw them at, over the image the
 browser already shows (the visitor's upload or the example). Moving through the words then costs
-no request at all, and no picture is sent back. `app.py` only wires these functions to gradio components.
+no request at all, and no picture is sent back. `app.py` only wires these functions to gradio
+components.
 """
 
 from __future__ import annotations
