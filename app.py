@@ -4,6 +4,7 @@
     python app.py --weights runs/scenes    # a model folder (or a Hugging Face Hub repo id)
     python app.py --share                  # public gradio.live link
     python app.py --device cuda            # the model on a GPU (default: auto, a GPU if any)
+    python app.py --mcp                    # + the caption endpoint as an MCP tool
     CAPTIONER_WEIGHTS=owner/repo python app.py
 
 On a Hugging Face Space (app_file: app.py) the module-level `demo` is what gets served. All the
@@ -27,7 +28,7 @@ from captioner.demo import (
     Demo,
     web_asset,
 )
-from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES
+from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
 from captioner.preprocess import ImageError
 from captioner.visualize import OVERLAY_ALPHA, OVERLAY_FLOOR, colormap_table
 
@@ -164,6 +165,11 @@ def weights_source(arg: str | None = None) -> str:
 def load_or_exit(source: str, device: str | None = "auto") -> Demo:
     """Load the model or stop with a message that names the problem (never random weights)."""
     try:
+        device = resolve_device(device)
+    except ValueError as e:  # e.g. --device cuda on a machine without a GPU
+        print(f"captioner app: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         return Demo.load(source, device=device)
     except Exception as e:  # WeightsError, but also anything else: never start without a model
         print(f"captioner app: cannot load the model weights from '{source}'.\n"
@@ -182,6 +188,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--server-name", default=None,
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--server-port", type=int, default=None, help="port (default 7860)")
+    parser.add_argument("--mcp", action="store_true",
+                        help="also serve the caption endpoint as an MCP tool (Model Context "
+                             "Protocol) at /gradio_api/mcp/")
     parser.add_argument("--device", default=os.environ.get("CAPTIONER_DEVICE", "auto"),
                         help=f"where the model runs: {DEVICE_CHOICES} (default: $CAPTIONER_DEVICE,"
                              " else auto = a CUDA GPU when there is one)")
@@ -205,7 +214,8 @@ def __getattr__(name: str):
 def main(argv=None) -> None:
     args = parse_args(argv)
     app = build_app(load_or_exit(weights_source(args.weights), args.device))
-    launch(app, share=args.share, server_name=args.server_name, server_port=args.server_port)
+    launch(app, share=args.share, server_name=args.server_name, server_port=args.server_port,
+           mcp_server=args.mcp)
 
 
 if __name__ == "__main__":

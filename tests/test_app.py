@@ -151,6 +151,33 @@ def test_no_endpoint_opens_a_file_the_client_names(served, tmp_path, api_name):
     assert "password" not in everything and str(tmp_path) not in everything
 
 
+@pytest.mark.parametrize("device, message", [("tpu", "unknown device 'tpu'"),
+                                             ("cuda:7", "device 'cuda:7'")])
+def test_an_unusable_device_stops_the_app_with_a_message(device, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        app_module.load_or_exit("weights", device)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_app_runs_the_model_where_device_says(tmp_path):
+    demo = app_module.load_or_exit(str(tiny_model_dir(tmp_path / "m")), "cpu")
+    assert next(demo.model.parameters()).device.type == "cpu"
+
+
+def test_mcp_flag_serves_the_caption_endpoint_as_a_tool(tmp_path):
+    import httpx
+
+    blocks = app_module.build_app(Demo.load(str(tiny_model_dir(tmp_path / "m"))), examples=[])
+    _, url, _ = app_module.launch(blocks, prevent_thread_lock=True, quiet=True,
+                                  server_name="127.0.0.1", server_port=free_port(),
+                                  mcp_server=app_module.parse_args(["--mcp"]).mcp)
+    try:
+        tools = httpx.get(f"{url}gradio_api/mcp/schema", timeout=30).json()
+    finally:
+        blocks.close()
+    assert [t["meta"]["endpoint_name"] for t in tools] == ["caption"]
+
+
 def test_the_page_shows_no_server_path(served, tmp_path_factory):
     import httpx
 
