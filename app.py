@@ -85,7 +85,7 @@ def explorer_component() -> gr.HTML:
     return gr.HTML(None, html_template=web_asset("explorer.html"),
                    css_template=web_asset("explorer.css"),
                    js_on_load=web_asset("explorer.js")
-                   + "\nCaptionerExplorer.mount(element, props, watch);",
+                   + "\nCaptionerExplorer.mount(element, props, watch, trigger);",
                    colormap=colormap_table(), alpha=OVERLAY_ALPHA, floor=OVERLAY_FLOOR,
                    image_selector="#input-image img", elem_id="explorer", render=False)
 

@@ -8,6 +8,13 @@
  * are drawn over that. From then on, moving the slider, clicking a word or a thumbnail repaints
  * here, within one animation frame, and asks the server nothing.
  *
+ * The visitor can also question the model (each asks the server once, through a gradio event
+ * that this file triggers): pick another word from a word's alternatives ("pick"), make the model
+ * look at a point of the image at the selected word ("look"), or go back to the model's own
+ * caption ("reset"). The payload also carries each word's gate (drawn as a bar under the word),
+ * the beam hypotheses and, in the scene lab, the objects' boxes and whether each word's
+ * attention peak fell inside the box of the object it names.
+ *
  * The maths is the same as captioner/visualize.py `attention_overlay`: bilinear interpolation
  * between the true cell centres (constant beyond the outermost ones), the map scaled to its own
  * peak, the colour map's 256-entry table sent by the server, and the colour blended over the image
@@ -79,12 +86,13 @@
 
   const THUMB = 112;  // gallery thumbnails: longer side in CSS pixels
 
-  function mount(element, props, watch) {
+  function mount(element, props, watch, trigger) {
     let data = null;      // the server's payload for the caption shown
     let pixels = null;    // the display image's RGBA pixels, at width x height
     let thumbPixels = null;
     let cache = [];       // ImageData per word, drawn once on first view
     let current = 1;      // 1-based word number shown
+    let looking = false;  // "look here" armed: the next click on the heatmap is a point
     let loads = 0;        // captions received so far: a late image load must not win
     let painted = 0;      // paints so far (tests and benchmarks read #heatmap's data-painted)
 
@@ -114,6 +122,8 @@
       const canvas = $("#heatmap canvas");
       if (!cache[current]) cache[current] = overlay(current, data.width, data.height, pixels);
       canvas.getContext("2d").putImageData(cache[current], 0, 0);
+      drawMarks(canvas.getContext("2d"));
+      showAlternatives();
       const slider = $("#word-slider input[type=range]");
       if (Number(slider.value) !== current) slider.value = String(current);
       $("#word-slider .cx-position").textContent = current + " / " + data.tokens.length;
@@ -127,6 +137,58 @@
       stamp.word = String(current);
       stamp.painted = String(painted);
       stamp.paintedAt = String(performance.now());
+    }
+
+    /** On the heatmap: the box of the object the selected word names (scene lab; green when
+     * the attention peak fell inside it, red when not) and the point the model was made to
+     * look at (look here). */
+    function drawMarks(ctx) {
+      const w = data.width, h = data.height;
+      const named = (data.lab?.words || []).find((x) => x.index === current - 1);
+      if (named) {
+        const [x0, y0, x1, y1] = data.lab.objects[named.object].box;
+        ctx.lineWidth = Math.max(2, w / 160);
+        ctx.strokeStyle = named.hit ? "#16a34a" : "#dc2626";
+        ctx.setLineDash(named.hit ? [] : [6, 4]);
+        ctx.strokeRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+        ctx.setLineDash([]);
+      }
+      if (data.look && data.look.word === current) {
+        const x = data.look.x * w, y = data.look.y * h, r = Math.max(6, w / 40);
+        ctx.lineWidth = 2; ctx.strokeStyle = "white";
+        ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI);
+        ctx.moveTo(x - 2 * r, y); ctx.lineTo(x + 2 * r, y);
+        ctx.moveTo(x, y - 2 * r); ctx.lineTo(x, y + 2 * r); ctx.stroke();
+      }
+    }
+
+    /** The selected word's alternatives: the top words of the distribution it was chosen from.
+     * Picking another one asks the model to write the rest of the caption from there. */
+    function showAlternatives() {
+      const box = $("#alternatives");
+      const options = (data.alternatives || [])[current - 1] || [];
+      if (!options.length) { box.replaceChildren(); box.hidden = true; return; }
+      const title = document.createElement("span");
+      title.className = "cx-alt-title";
+      title.textContent = "Word " + current + " could have been:";
+      box.replaceChildren(title, ...options.map((option) => {
+        const b = document.createElement("button");
+        b.type = "button"; b.className = "cx-alt";
+        b.dataset.alt = option.word;
+        b.classList.toggle("cx-chosen", option.word === data.tokens[current - 1]);
+        b.textContent = option.word + " " + (100 * option.prob).toFixed(option.prob < 0.1 ? 1 : 0) + "%";
+        b.title = "probability " + option.prob.toFixed(4);
+        return b;
+      }));
+      box.hidden = false;
+    }
+
+    /** Ask the server for a new caption (a gradio event this component triggers). */
+    function ask(event, details, message) {
+      $(".cx-status").textContent = message;
+      looking = false;
+      element.classList.remove("cx-looking");
+      trigger(event, details);
     }
 
     /** The thumbnails, drawn after the first heatmap is on screen (one word per idle slice). */
@@ -144,6 +206,10 @@
 
     function clear(message) {
       $("#words").replaceChildren();
+      $("#alternatives").replaceChildren();
+      $("#beams").replaceChildren();
+      $(".cx-reset").hidden = true;
+      $(".cx-status").textContent = "";
       $("#gallery").replaceChildren();
       const slider = $("#word-slider input[type=range]");
       slider.disabled = true; slider.min = "1"; slider.max = "1"; slider.value = "1";
@@ -152,6 +218,7 @@
       $(".cx-empty").hidden = false;
       $(".cx-empty").textContent = message;
       $(".cx-download").disabled = true;
+      $(".cx-look").disabled = true;
     }
 
     /** A new caption from the server: build the words, slider and gallery, then paint word 1. */
@@ -172,8 +239,27 @@
         const b = document.createElement("button");
         b.type = "button"; b.className = "cx-word"; b.textContent = t;
         b.dataset.word = String(i + 1); b.setAttribute("role", "option");
+        if (i < (value.forced || 0)) b.classList.add("cx-forced");  // chosen by the visitor
+        if (value.look && value.look.word === i + 1) b.classList.add("cx-looked");
+        if (value.gate) {  // how much of the attended image the word used
+          const bar = document.createElement("span");
+          bar.className = "cx-gate";
+          bar.style.setProperty("--gate", String(value.gate[i]));
+          bar.title = "gate " + value.gate[i].toFixed(2) + ": share of the attended image used";
+          b.append(bar);
+        }
         return b;
       }));
+      const beams = value.beams || [];
+      $("#beams").replaceChildren(...(beams.length > 1 ? beams : []).map((beam, i) => {
+        const li = document.createElement("li");
+        li.textContent = beam.score.toFixed(3) + "  " + beam.caption;
+        if (i === 0) li.className = "cx-best";
+        return li;
+      }));
+      $("#beams").hidden = beams.length < 2;
+      $(".cx-reset").hidden = !value.steered;
+      $(".cx-status").textContent = "";
       const scale = THUMB / Math.max(value.width, value.height);
       const tw = Math.max(1, Math.round(value.width * scale));
       const th = Math.max(1, Math.round(value.height * scale));
@@ -201,6 +287,7 @@
         canvas.hidden = false;
         $(".cx-empty").hidden = true;
         $(".cx-download").disabled = false;
+        $(".cx-look").disabled = false;
         select(1);
         drawGallery(value);
       });
@@ -264,6 +351,25 @@
       const word = event.target.closest("[data-word]");
       if (word && element.contains(word)) select(Number(word.dataset.word));
       if (event.target.closest(".cx-download")) downloadGrid();
+      if (!data) return;
+      const alt = event.target.closest("[data-alt]");
+      if (alt && alt.dataset.alt !== data.tokens[current - 1]) {
+        const prefix = data.tokens.slice(0, current - 1).concat([alt.dataset.alt]).join(" ");
+        ask("pick", { prefix }, "writing the rest after \u201c" + prefix + "\u201d\u2026");
+      }
+      if (event.target.closest(".cx-reset")) ask("reset", {}, "back to the model's own caption\u2026");
+      if (event.target.closest(".cx-look")) {
+        looking = !looking;
+        element.classList.toggle("cx-looking", looking);
+        $(".cx-status").textContent = looking
+          ? "click the image: where should the model look for word " + current + "?" : "";
+      }
+      if (looking && event.target.matches("#heatmap canvas")) {
+        const r = event.target.getBoundingClientRect();
+        const x = (event.clientX - r.left) / r.width, y = (event.clientY - r.top) / r.height;
+        ask("look", { word: current, x, y, prefix: data.tokens.slice(0, current - 1).join(" ") },
+            "looking there for word " + current + "\u2026");
+      }
     });
     element.addEventListener("keydown", (event) => {
       // arrow keys on a word or thumbnail step through the words, as on the slider
