@@ -21,8 +21,9 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "~")) or not REPO_ID.match(source)
 
 
-def resolve_model_dir(source: str | Path | None = None) -> Path:
-    """A local model folder as is, or a Hub repo id downloaded (and cached) with the hub API."""
+def resolve_model_dir(source: str | Path | None = None, revision: str | None = None) -> Path:
+    """A local model folder as is, or a Hub repo id (at `revision`: a branch, tag or commit)
+    downloaded (and cached) with the hub API."""
     source = str(source or BUNDLED_WEIGHTS)
     path = Path(source).expanduser()
     if path.is_dir():
@@ -33,10 +34,12 @@ def resolve_model_dir(source: str | Path | None = None) -> Path:
         raise WeightsError(f"{path}: no such model folder.{hint} Pass --weights with a folder "
                            "holding model.safetensors + config.json, or a Hub repo id.")
     try:
-        return Path(snapshot_download(source, allow_patterns=MODEL_FILES))
+        return Path(snapshot_download(source, revision=revision, allow_patterns=MODEL_FILES))
     except Exception as e:  # offline, unknown repo, auth: all need the same advice
-        raise WeightsError(f"could not fetch '{source}' from the Hugging Face Hub "
-                           f"({type(e).__name__}: {e}). Pass a local model folder instead.") from e
+        raise WeightsError(f"no local folder '{source}' exists (in {Path.cwd()}), and it could "
+                           f"not be fetched from the Hugging Face Hub either "
+                           f"({type(e).__name__}: {e}). Pass a local model folder or a Hub "
+                           "repo id you can reach.") from e
 
 
 def read_config(model_dir: Path) -> CaptionerConfig:
@@ -93,11 +96,12 @@ def resolve_device(name: str | None = "auto") -> str:
     raise ValueError(f"unknown device '{name}': use {DEVICE_CHOICES}")
 
 
-def load_model(source: str | Path | None = None, device: str | None = "cpu") -> Captioner:
-    """Load a trained captioner strictly from a folder or Hub repo id (default: bundled),
-    onto `device` (see `resolve_device`; "auto" picks a GPU when there is one)."""
+def load_model(source: str | Path | None = None, device: str | None = "cpu",
+               revision: str | None = None) -> Captioner:
+    """Load a trained captioner strictly from a folder or Hub repo id (default: bundled; Hub
+    repos at `revision`), onto `device` (see `resolve_device`; "auto" picks a GPU if any)."""
     device = resolve_device(device)
-    model_dir = resolve_model_dir(source)
+    model_dir = resolve_model_dir(source, revision)
     config = read_config(model_dir)  # validated, unknown keys dropped: build from this one
     return Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
 
