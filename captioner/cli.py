@@ -134,7 +134,7 @@ def evaluate_command(args) -> int:
         results[f"beam{beam}"] = metrics
         shown = {k: v for k, v in metrics.items() if k not in ("examples", "skipped")}
         print(f"beam {beam}: " + ", ".join(
-            f"{k} {v * 100:.1f} %" if k in PERCENT_METRICS else f"{k} {v}"
+            f"{k} {v * 100:.1f} %" if k in PERCENT_METRICS and v is not None else f"{k} {v}"
             for k, v in shown.items()))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
