@@ -203,7 +203,8 @@ def test_non_empty_output_dir_needs_overwrite_or_resume(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("an earlier run")
     with pytest.raises(SystemExit, match="--overwrite"):
-        main(["--dataset", "scenes", "--output-dir", str(out), "--data-dir", str(tmp_path)])
+        main(["--dataset", "scenes", "--output-dir", str(out), "--data-dir", str(tmp_path),
+              "--num-scenes", "8", "--num-eval-scenes", "2", "--epochs", "0", *TINY])
     assert (out / "notes.txt").read_text() == "an earlier run"
 
 
@@ -219,6 +220,22 @@ def test_help_shows_real_defaults_and_presets(capsys):
     assert set(HELP) == set(TrainConfig.__dataclass_fields__)  # a help line for every option
 
 
-def test_dataset_errors_are_messages(tmp_path):
+def test_dataset_errors_are_messages(tmp_path, monkeypatch):
+    import datasets
+
     with pytest.raises(SystemExit, match="does not exist"):
         main(["--dataset", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")])
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")  # nothing cached
+    with pytest.raises(SystemExit) as error:  # the default Hub dataset, offline
+        main(["--output-dir", str(tmp_path / "o")])
+    assert "jxie/flickr8k" in str(error.value) and "--dataset scenes" in str(error.value)
+    assert "generate_scenes" not in str(error.value)
+
+
+def test_num_eval_scenes_makes_small_validation_and_test_sets(tmp_path):
+    from captioner.training import parse_args, prepare_dataset
+
+    cfg = parse_args(["--dataset", "scenes", "--num-scenes", "12", "--num-eval-scenes", "3",
+                      "--image-size", "32", "--data-dir", str(tmp_path)])
+    sizes = {name: len(split) for name, split in prepare_dataset(cfg).items()}
+    assert sizes == {"train": 12, "validation": 3, "test": 3}
