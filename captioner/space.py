@@ -9,12 +9,12 @@ through the `CAPTIONER_WEIGHTS` variable (a local `--weights` folder is uploaded
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from captioner.hub import MODEL_FILES, hub_client, looks_like_path
 
 ROOT = Path(__file__).resolve().parent.parent
+OWNED_FOLDERS = ("captioner/", "examples/", "weights/")  # what an update may delete
 PACKAGE_PATTERNS = ["*.py", "*.js", "*.html", "*.css"]  # code and any UI assets it needs
 SPACE_BODY = """
 # {title}
@@ -100,7 +100,7 @@ def model_dataset(api, weights: str, weights_dir: Path | None) -> str | None:
 def deploy(space_id: str, weights: str, *, dataset: str | None = None,
            hardware: str | None = None, private: bool = False) -> str:
     """Create or update the Space; returns its URL."""
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     local = Path(weights).expanduser()
     weights_dir = local if local.is_dir() else None
@@ -122,6 +122,11 @@ def deploy(space_id: str, weights: str, *, dataset: str | None = None,
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme)] + [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
         for name, path in files.items()]
+    # An update drops what an earlier deploy left in our folders (old modules, bundled
+    # weights after switching to a Hub model); files added to the Space by hand stay.
+    operations += [CommitOperationDelete(path_in_repo=name)
+                   for name in api.list_repo_files(space_id, repo_type="space")
+                   if name.startswith(OWNED_FOLDERS) and name not in files]
     api.create_commit(space_id, operations, repo_type="space",
                       commit_message=f"Deploy captioner with {weights}")
     if hardware:
@@ -132,5 +137,5 @@ def deploy(space_id: str, weights: str, *, dataset: str | None = None,
 def deploy_command(args: argparse.Namespace) -> int:
     url = deploy(args.space_id, args.weights, dataset=args.dataset, hardware=args.hardware,
                  private=args.private)
-    print(f"Space: {url}", file=sys.stdout)
+    print(f"Space: {url}")
     return 0

@@ -5,7 +5,12 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from huggingface_hub import ModelCardData, SpaceCard
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    ModelCardData,
+    SpaceCard,
+)
 
 from captioner import cli, space
 
@@ -26,12 +31,17 @@ def deploy(monkeypatch, capsys, *args):
         api = client_class.return_value
         api.model_info.return_value = mock.Mock(card_data=ModelCardData(datasets=["jxie/flickr8k"]))
         api.create_repo.return_value = mock.Mock(url="https://huggingface.co/spaces/me/demo")
+        api.list_repo_files.return_value = ["README.md", "notes.md", "captioner/old.py",
+                                            "weights/model.safetensors", "app.py"]
         code = cli.main(["deploy-space", "me/demo", *args])
     captured = capsys.readouterr()
     assert code == 0 and SECRET not in captured.out + captured.err
     client_class.assert_called_once_with(token=SECRET)  # the client really gets the token
     (operations,) = [c.args[1] for c in api.create_commit.call_args_list]
-    uploads = {op.path_in_repo: op for op in operations}
+    uploads = {op.path_in_repo: op for op in operations if isinstance(op, CommitOperationAdd)}
+    deleted = {op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)}
+    # what an earlier deploy left in the app's folders goes; files added by hand stay
+    assert deleted == {"captioner/old.py", "weights/model.safetensors"} - set(uploads)
     return api, uploads, captured.out
 
 

@@ -195,9 +195,10 @@ def _is_text(feature) -> bool:
     return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
 
 
-def _image_column(ds: Dataset, wanted: str | None, where: str, root: Path | None) -> Dataset:
-    """The image column, as ``image`` of type Image; a column of file paths (relative to the
-    dataset folder) is read as images."""
+def _image_column(ds: Dataset, wanted: str | None, where: str, root: Path | None,
+                  keep: list[str]) -> Dataset:
+    """The image column, as ``image`` of type Image, beside the ``keep`` columns; a column of
+    file paths (relative to the dataset folder) is read as images."""
     images = [c for c, f in ds.features.items() if isinstance(f, Image)]
     column = wanted or ("image" if "image" in ds.column_names
                         else images[0] if len(images) == 1 else None)
@@ -207,6 +208,7 @@ def _image_column(ds: Dataset, wanted: str | None, where: str, root: Path | None
             f"columns {_columns_found(ds)}. Pass --image-column with the column holding the "
             f"images (or their file paths).\n{ACCEPTED_LAYOUTS}"
         )
+    ds = ds.select_columns([column, *keep])
     if not isinstance(ds.features[column], Image):
         if not _is_text(ds.features[column]):
             raise DatasetFormatError(f"{where}: column {column!r} holds neither images nor "
@@ -286,7 +288,7 @@ def _normalise(ds: Dataset, where: str, image_column: str | None, caption_column
     """Columns → ``image``, ``captions`` (+ ``objects``); images without captions dropped."""
     captions, per_row = _caption_values(ds, caption_column, where)
     extras = ["objects"] if "objects" in ds.column_names else []
-    base = _image_column(ds, image_column, where, root).select_columns(["image", *extras])
+    base = _image_column(ds, image_column, where, root, extras)
     if per_row is not None:  # one caption per row: group rows by image
         groups: dict[str, list[int]] = {}
         for i, key in enumerate(_image_keys(base)):
