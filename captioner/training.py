@@ -355,13 +355,13 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     ax.set_xlabel("epoch")
     ax.legend()
     ax = fig.add_subplot(1, 2, 2)
-    for key, label in [("bleu4", "val BLEU-4 / 100"), ("objects_correct", "val all objects right"),
-                       ("pointing", "val pointing")]:
+    for key, label in [("bleu4", "val BLEU-4"), ("objects_correct", "val all objects right (%)"),
+                       ("pointing", "val pointing (%)")]:
         if history[0].get(key) is not None:
-            scale = 100 if key == "bleu4" else 1
-            ax.plot(epochs, [r[key] / scale for r in history], "o-", label=label)
+            scale = 1 if key == "bleu4" else 100  # one 0-100 scale: fractions as percentages
+            ax.plot(epochs, [r[key] * scale for r in history], "o-", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 100)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -539,7 +539,9 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     """Evaluate the selected model on the test split and write metrics, figures and card."""
     model = load_model(out)
     test = dataset["test"]
-    metrics = {"dataset": cfg.dataset, "split": "test", "images": len(test), "scale": "0-100"}
+    metrics = {"dataset": cfg.dataset, "split": "test", "images": len(test),
+               "scale": "caption metrics x 100; objects_*, relations_*, pointing* as 0-1 "
+                        "fractions"}
     for beam in (1, 3):
         metrics[f"beam{beam}"] = evaluate_split(model, test, beam_size=beam, max_len=cfg.max_len,
                                                 meteor=cfg.meteor)
