@@ -94,8 +94,12 @@ def check_decoding_args(args) -> str | None:
     return None
 
 
-def open_model(args):
-    """The model, or an error message (bad device, missing or broken weights)."""
+def open_model(args, problem: str | None = None):
+    """(model, None), or (None, the message): a `problem` already found with the arguments,
+    bad decoding arguments, a bad device, missing or broken weights."""
+    problem = problem or check_decoding_args(args)
+    if problem:
+        return None, problem
     try:
         return load_model(args.weights, device=args.device, revision=args.revision), None
     except ValueError as e:  # WeightsError is a ValueError too
@@ -108,10 +112,9 @@ def evaluate_command(args) -> int:
     from captioner.evaluation import evaluate_split
     from captioner.scenes import generate_scenes
 
-    problem = check_decoding_args(args)
-    model, error = (None, None) if problem else open_model(args)
-    if problem or error:
-        print(f"error: {problem or error}", file=sys.stderr)
+    model, error = open_model(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     source = args.dataset
     try:
@@ -190,12 +193,10 @@ def write_records(path: Path, records: list[dict]) -> None:
 
 
 def caption_command(args) -> int:
-    problem = check_decoding_args(args)
-    if not problem and args.output and args.output.suffix.lower() not in (".jsonl", ".csv"):
-        problem = "--output must end in .jsonl or .csv"
-    model, error = (None, None) if problem else open_model(args)
-    if problem or error:
-        print(f"error: {problem or error}", file=sys.stderr)
+    bad_output = args.output and args.output.suffix.lower() not in (".jsonl", ".csv")
+    model, error = open_model(args, "--output must end in .jsonl or .csv" if bad_output else None)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     inputs, errors = expand_inputs(args.images)
     for message in errors:

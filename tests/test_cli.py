@@ -149,6 +149,8 @@ def test_folders_recursive_images_only_and_output_files(saved_model_dir, images,
     assert [(r["image"], r["caption"]) for r in rows] == [(r["image"], r["caption"])
                                                            for r in records]
     assert "notes.txt" not in capsys.readouterr().err
+    assert cli.main([*args, "--output", str(tmp_path / "out.txt")]) == 2
+    assert ".jsonl or .csv" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["caption", str(empty), "--weights", str(saved_model_dir)]) != 0
