@@ -1,118 +1,234 @@
-"""`python -m captioner caption IMAGE ...`: captions, JSON output and attention grids."""
+"""`python -m captioner caption|evaluate|deploy-space ...`: captions (JSON, CSV, attention
+grids), scores on a test split, and a Hugging Face Space in one command."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
-from captioner.decoding import caption_images
-from captioner.hub import BUNDLED_WEIGHTS, load_model
+from captioner.decoding import BATCH_SIZE, caption_images
+from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, load_model
 from captioner.model import WeightsError
 from captioner.preprocess import ImageError, load_image
 from captioner.visualize import save_attention_grid
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+PERCENT_METRICS = {"objects_correct", "relations_correct", "relations_stated", "pointing",
+                   "pointing_chance", "pointing_strict", "pointing_strict_chance"}
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--weights, --revision and --device: how `caption` and `evaluate` find and place a model."""
+    parser.add_argument("--weights", default=None, metavar="DIR_OR_REPO_ID",
+                        help=f"model folder or Hub repo id (default: bundled "
+                             f"{BUNDLED_WEIGHTS.name}/)")
+    parser.add_argument("--revision", default=None,
+                        help="branch, tag or commit of a Hub repo (default: main)")
+    parser.add_argument("--device", default="auto",
+                        help=f"{DEVICE_CHOICES} (default: auto, a GPU when there is one)")
+    parser.add_argument("--max-len", type=int, default=20,
+                        help="longest caption, in words (default: 20)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"images captioned together (default: {BATCH_SIZE})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m captioner",
                                      description="Caption images and show where the model looks.")
     commands = parser.add_subparsers(dest="command", required=True)
-    cap = commands.add_parser("caption", help="caption one or more images")
-    cap.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    cap.add_argument("--weights", default=None, metavar="DIR_OR_REPO_ID",
-                     help=f"model folder or Hub repo id (default: bundled {BUNDLED_WEIGHTS.name}/)")
-    cap.add_argument("--beam-size", type=int, default=3)
-    cap.add_argument("--max-len", type=int, default=20)
-    cap.add_argument("--batch-size", type=int, default=16)
-    cap.add_argument("--json", action="store_true", help="one JSON object per image")
+    cap = commands.add_parser("caption", help="caption images, or every image in folders")
+    cap.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
+                     help="image files, or folders (searched recursively for images)")
+    add_model_options(cap)
+    cap.add_argument("--beam-size", type=int, default=3, help="beam width; 1: greedy "
+                     "(default: 3)")
+    cap.add_argument("--json", action="store_true", help="print one JSON object per image")
+    cap.add_argument("--output", type=Path, metavar="FILE.jsonl|FILE.csv",
+                     help="also write the captions to this JSON-lines or CSV file")
     cap.add_argument("--attention-grid", type=Path, metavar="OUT.png",
                      help="save the image and every word's attention; with several images, "
-                          "OUT-<image name>.png for each")
+                          "OUT-<image name>.png for each (OUT-<folder>-<name>.png when names "
+                          "repeat)")
+
     ev = commands.add_parser(
         "evaluate", help="score a model without teacher forcing on a dataset's test split",
         description="Decode a test split (no teacher forcing) and print BLEU-1..4, METEOR, "
-                    "ROUGE-L, CIDEr; on scenes also exact content, relations and pointing.")
-    ev.add_argument("--weights", default=None, metavar="DIR_OR_REPO_ID")
+                    "ROUGE-L, CIDEr (pycocoevalcap x 100); on scenes also exact content, "
+                    "relations and pointing (percentages).")
+    add_model_options(ev)
     ev.add_argument("--dataset", default="scenes",
-                    help="'scenes' (freshly generated with --seed) or a dataset id/folder")
-    ev.add_argument("--num-scenes", type=int, default=1000)
+                    help="'scenes' (freshly generated with --seed) or a dataset id, folder or "
+                         "file, as for train_space.py (default: scenes)")
+    for column in ("image", "caption", "split"):
+        ev.add_argument(f"--{column}-column", default=None,
+                        help=f"the dataset's {column} column, as for train_space.py")
+    ev.add_argument("--num-scenes", type=int, default=1000,
+                    help="test scenes generated (default: 1000)")
     ev.add_argument("--seed", type=int, default=2026,
-                    help="scenes seed; the bundled weights were trained on seed 0")
-    ev.add_argument("--data-dir", type=Path, default=Path("data"))
-    ev.add_argument("--beam-size", type=int, nargs="+", default=[1, 3])
-    ev.add_argument("--max-len", type=int, default=20)
-    ev.add_argument("--output", type=Path, metavar="METRICS.json")
+                    help="scenes seed; the bundled weights were trained on seed 0 "
+                         "(default: 2026)")
+    ev.add_argument("--data-dir", type=Path, default=Path("data"),
+                    help="where scenes are generated, relative to the working directory "
+                         "(default: data)")
+    ev.add_argument("--beam-size", type=int, nargs="+", default=[1, 3],
+                    help="one or more beam widths (default: 1 3)")
+    ev.add_argument("--output", type=Path, metavar="METRICS.json",
+                    help="also write every figure to this JSON file")
+
+    from captioner.space import add_deploy_parser
+
+    add_deploy_parser(commands)
     return parser
 
 
+def check_decoding_args(args) -> str | None:
+    """The same checks for `caption` and `evaluate`: a message, or None when all is well."""
+    beams = args.beam_size if isinstance(args.beam_size, list) else [args.beam_size]
+    if min(beams) < 1 or args.max_len < 1 or args.batch_size < 1:
+        return "--beam-size, --max-len and --batch-size must be at least 1"
+    return None
+
+
+def open_model(args, problem: str | None = None):
+    """(model, None), or (None, the message): a `problem` already found with the arguments,
+    bad decoding arguments, a bad device, missing or broken weights."""
+    problem = problem or check_decoding_args(args)
+    if problem:
+        return None, problem
+    try:
+        return load_model(args.weights, device=args.device, revision=args.revision), None
+    except ValueError as e:  # WeightsError is a ValueError too
+        prefix = "cannot load weights: " if isinstance(e, WeightsError) else ""
+        return None, f"{prefix}{e}"
+
+
 def evaluate_command(args) -> int:
-    from captioner.data import load_caption_dataset
+    from captioner.data import DatasetFormatError, DatasetLoadError, load_caption_dataset
     from captioner.evaluation import evaluate_split
     from captioner.scenes import generate_scenes
 
-    try:
-        model = load_model(args.weights)
-    except WeightsError as e:
-        print(f"error: cannot load weights: {e}", file=sys.stderr)
+    model, error = open_model(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     source = args.dataset
-    if source == "scenes":
-        size = model.config.image_size
-        source = generate_scenes(args.data_dir / f"scenes-eval-{size}px-seed{args.seed}",
-                                 num_train=1, num_validation=1, num_test=args.num_scenes,
-                                 image_size=size, seed=args.seed)
-    test = load_caption_dataset(source)["test"]
+    try:
+        if source == "scenes":
+            size = model.config.image_size
+            source = generate_scenes(args.data_dir / f"scenes-eval-{size}px-seed{args.seed}",
+                                     num_train=1, num_validation=1, num_test=args.num_scenes,
+                                     image_size=size, seed=args.seed)
+        test = load_caption_dataset(source, image_column=args.image_column,
+                                    caption_column=args.caption_column,
+                                    split_column=args.split_column)["test"]
+    except (FileNotFoundError, DatasetFormatError, DatasetLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     results = {"weights": str(args.weights or BUNDLED_WEIGHTS), "dataset": args.dataset,
                "seed": args.seed if args.dataset == "scenes" else None, "images": len(test)}
     for beam in args.beam_size:
-        metrics = evaluate_split(model, test, beam_size=beam, max_len=args.max_len)
+        metrics = evaluate_split(model, test, beam_size=beam, max_len=args.max_len,
+                                 batch_size=args.batch_size)
         results[f"beam{beam}"] = metrics
         shown = {k: v for k, v in metrics.items() if k not in ("examples", "skipped")}
-        print(f"beam {beam}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        print(f"beam {beam}: " + ", ".join(
+            f"{k} {v * 100:.1f} %" if k in PERCENT_METRICS and v is not None else f"{k} {v}"
+            for k, v in shown.items()))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
     return 0
 
 
-def grid_path(out: Path, image: Path, several: bool) -> Path:
-    return out.with_name(f"{out.stem}-{image.stem}{out.suffix or '.png'}") if several else out
+def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Files as given (duplicates once), folders as the images below them, sorted; and a
+    message for each folder that holds no image."""
+    found, errors = [], []
+    for path in paths:
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*")
+                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not images:
+                kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+                errors.append(f"{path}: a folder with no images ({kinds})")
+            found += images
+        else:
+            found.append(path)
+    unique = list(dict.fromkeys(found))
+    return unique, errors
+
+
+def grid_names(out: Path, inputs: list[Path]) -> dict[Path, Path]:
+    """Attention-grid file of each input: OUT itself for one input, else OUT-<image name>;
+    where names repeat, the path below the inputs' common folder tells them apart. Computed
+    from all inputs, so a name never depends on which other images failed."""
+    suffix = out.suffix or ".png"
+    if len(inputs) == 1:
+        return {inputs[0]: out}
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) < len(stems):
+        common = Path(os.path.commonpath([p.resolve().parent for p in inputs]))
+        stems = [re.sub(r"[\\/.]", "-", str(p.resolve().relative_to(common))) for p in inputs]
+    return {p: out.with_name(f"{out.stem}-{stem}{suffix}") for p, stem in zip(inputs, stems)}
+
+
+def caption_record(path: Path, caption) -> dict:
+    return {"image": str(path), "caption": caption.text, "tokens": caption.tokens,
+            "score": round(caption.score, 4), "attention_shape": list(caption.attention.shape)}
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    """JSON lines, or CSV (image, caption, score) when the name ends in .csv."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".csv":
+            writer = csv.DictWriter(f, ["image", "caption", "score"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(records)
+        else:
+            f.writelines(json.dumps(r) + "\n" for r in records)
 
 
 def caption_command(args) -> int:
-    if args.beam_size < 1 or args.max_len < 1:
-        print("error: --beam-size and --max-len must be at least 1", file=sys.stderr)
+    bad_output = args.output and args.output.suffix.lower() not in (".jsonl", ".csv")
+    model, error = open_model(args, "--output must end in .jsonl or .csv" if bad_output else None)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        model = load_model(args.weights)
-    except WeightsError as e:
-        print(f"error: cannot load weights: {e}", file=sys.stderr)
-        return 2
-    images, paths, failed = [], [], 0
-    for path in args.images:
+    inputs, errors = expand_inputs(args.images)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    grids = grid_names(args.attention_grid, inputs) if args.attention_grid else {}
+    images, paths = [], []
+    for path in inputs:
         try:
             images.append(load_image(path))
             paths.append(path)
         except ImageError as e:
             print(f"error: {e}", file=sys.stderr)
-            failed += 1
+            errors.append(str(e))
     captions = caption_images(model, images, beam_size=args.beam_size, max_len=args.max_len,
                               batch_size=args.batch_size) if images else []
     centres = model.encoder.cell_centres()
+    records = []
     for path, image, caption in zip(paths, images, captions):
-        if args.json:
-            print(json.dumps({"image": str(path), "caption": caption.text,
-                              "tokens": caption.tokens, "score": round(caption.score, 4),
-                              "attention_shape": list(caption.attention.shape)}))
-        else:
-            print(f"{path}: {caption.text}")
+        records.append(caption_record(path, caption))
+        print(json.dumps(records[-1]) if args.json else f"{path}: {caption.text}")
         if args.attention_grid:
-            out = grid_path(args.attention_grid, path, len(paths) > 1)
-            save_attention_grid(out, image, caption.tokens, caption.attention, centres,
+            save_attention_grid(grids[path], image, caption.tokens, caption.attention, centres,
                                 title=caption.text)
-    return 1 if failed else 0
+    if args.output:
+        write_records(args.output, records)
+    return 1 if errors else 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "deploy-space":
+        from captioner.space import deploy_command
+
+        return deploy_command(args)
     return {"caption": caption_command, "evaluate": evaluate_command}[args.command](args)

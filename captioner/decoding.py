@@ -38,9 +38,12 @@ def images_to_batch(model: Captioner, images: list[Image.Image]) -> torch.Tensor
     return torch.stack(batch).to(next(model.parameters()).device)
 
 
+BATCH_SIZE = 32  # images encoded and decoded together: the API's and the CLI's default
+
+
 @torch.inference_mode()
 def caption_images(model: Captioner, images: list[Image.Image], *, beam_size: int = 3,
-                   max_len: int = 20, batch_size: int = 32,
+                   max_len: int = 20, batch_size: int = BATCH_SIZE,
                    length_penalty: float = 1.0) -> list[Caption]:
     """PIL images -> captions, in batches of `batch_size`."""
     if beam_size < 1 or max_len < 1:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from captioner.decoding import Caption, decode, images_to_batch
+from captioner.decoding import BATCH_SIZE, Caption, decode, images_to_batch
 from captioner.preprocess import to_rgb
 from captioner.scenes import caption_correctness
 from captioner.visualize import upsample_attention
@@ -128,7 +128,7 @@ def objects_of(value) -> list[dict]:
 
 
 @torch.inference_mode()
-def generate_for_split(model, split, *, beam_size: int, max_len: int, batch_size: int = 64,
+def generate_for_split(model, split, *, beam_size: int, max_len: int, batch_size: int = BATCH_SIZE,
                        features=None, desc: str = "decoding") -> list[Caption]:
     """Captions for every image of a dataset split (from cached features when given)."""
     model.eval()
@@ -145,7 +145,7 @@ def generate_for_split(model, split, *, beam_size: int, max_len: int, batch_size
     return captions
 
 
-def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: int = 64,
+def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: int = BATCH_SIZE,
                    features=None, full: bool = True, meteor: bool = True) -> dict:
     """All metrics for one split; `full=False` (per-epoch validation) computes BLEU only."""
     captions = generate_for_split(model, split, beam_size=beam_size, max_len=max_len,

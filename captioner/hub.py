@@ -21,8 +21,9 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "~")) or not REPO_ID.match(source)
 
 
-def resolve_model_dir(source: str | Path | None = None) -> Path:
-    """A local model folder as is, or a Hub repo id downloaded (and cached) with the hub API."""
+def resolve_model_dir(source: str | Path | None = None, revision: str | None = None) -> Path:
+    """A local model folder as is, or a Hub repo id (at `revision`: a branch, tag or commit)
+    downloaded (and cached) with the hub API."""
     source = str(source or BUNDLED_WEIGHTS)
     path = Path(source).expanduser()
     if path.is_dir():
@@ -33,10 +34,12 @@ def resolve_model_dir(source: str | Path | None = None) -> Path:
         raise WeightsError(f"{path}: no such model folder.{hint} Pass --weights with a folder "
                            "holding model.safetensors + config.json, or a Hub repo id.")
     try:
-        return Path(snapshot_download(source, allow_patterns=MODEL_FILES))
+        return Path(snapshot_download(source, revision=revision, allow_patterns=MODEL_FILES))
     except Exception as e:  # offline, unknown repo, auth: all need the same advice
-        raise WeightsError(f"could not fetch '{source}' from the Hugging Face Hub "
-                           f"({type(e).__name__}: {e}). Pass a local model folder instead.") from e
+        raise WeightsError(f"no local folder '{source}' exists (in {Path.cwd()}), and it could "
+                           f"not be fetched from the Hugging Face Hub either "
+                           f"({type(e).__name__}: {e}). Pass a local model folder or a Hub "
+                           "repo id you can reach.") from e
 
 
 def read_config(model_dir: Path) -> CaptionerConfig:
@@ -93,11 +96,12 @@ def resolve_device(name: str | None = "auto") -> str:
     raise ValueError(f"unknown device '{name}': use {DEVICE_CHOICES}")
 
 
-def load_model(source: str | Path | None = None, device: str | None = "cpu") -> Captioner:
-    """Load a trained captioner strictly from a folder or Hub repo id (default: bundled),
-    onto `device` (see `resolve_device`; "auto" picks a GPU when there is one)."""
+def load_model(source: str | Path | None = None, device: str | None = "cpu",
+               revision: str | None = None) -> Captioner:
+    """Load a trained captioner strictly from a folder or Hub repo id (default: bundled; Hub
+    repos at `revision`), onto `device` (see `resolve_device`; "auto" picks a GPU if any)."""
     device = resolve_device(device)
-    model_dir = resolve_model_dir(source)
+    model_dir = resolve_model_dir(source, revision)
     config = read_config(model_dir)  # validated, unknown keys dropped: build from this one
     return Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
 
@@ -108,25 +112,53 @@ def read_metrics(model_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+CAPTION_METRICS = [("bleu1", "BLEU-1", "bleu"), ("bleu2", "BLEU-2", "bleu"),
+                   ("bleu3", "BLEU-3", "bleu"), ("bleu4", "BLEU-4", "bleu"),
+                   ("meteor", "METEOR", "meteor"), ("rouge_l", "ROUGE-L", "rouge"),
+                   ("cider", "CIDEr", "cider")]
+# Fractions in metrics.json, shown as percentages so every column reads on one 0-100 scale.
+FRACTION_METRICS = [("objects_correct", "all objects right"),
+                    ("relations_correct", "relations right"),
+                    ("relations_stated", "relation stated"),
+                    ("pointing", "pointing ±1 cell"), ("pointing_chance", "chance ±1 cell"),
+                    ("pointing_strict", "pointing in box"),
+                    ("pointing_strict_chance", "chance in box")]
+BEAMS = ("beam1", "beam3")
+
+
 def metrics_table(metrics: dict) -> str:
-    """Markdown table of test metrics at each beam size (0-100 scale; fractions for scenes)."""
-    names = [("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
-             ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"),
-             ("objects_correct", "all objects right"), ("relations_correct", "relations right"),
-             ("relations_stated", "relation stated"),
-             ("pointing", "pointing (±1 cell)"), ("pointing_chance", "chance (±1 cell)"),
-             ("pointing_strict", "pointing (in box)"),
-             ("pointing_strict_chance", "chance (in box)")]
-    beams = [k for k in ("beam1", "beam3") if k in metrics]
-    present = [(k, label) for k, label in names if any(metrics[b].get(k) is not None
-                                                        for b in beams)]
-    lines = ["| decoding | " + " | ".join(label for _, label in present) + " |",
+    """Markdown table of test metrics at each beam size, all on one 0-100 scale: caption
+    metrics as pycocoevalcap x 100, exact content and pointing as percentages."""
+    names = [(k, label, 1) for k, label, _ in CAPTION_METRICS] + [
+        (k, f"{label} (%)", 100) for k, label in FRACTION_METRICS]
+    beams = [k for k in BEAMS if k in metrics]
+    present = [n for n in names if any(metrics[b].get(n[0]) is not None for b in beams)]
+    lines = ["| decoding | " + " | ".join(label for _, label, _ in present) + " |",
              "|---" * (len(present) + 1) + "|"]
     for beam in beams:
-        cells = [metrics[beam].get(k) for k, _ in present]
+        cells = [(metrics[beam].get(k), scale) for k, _, scale in present]
         lines.append(f"| beam {beam[4:]} | " + " | ".join(
-            "–" if v is None else f"{v:g}" for v in cells) + " |")
+            "–" if v is None else f"{round(v * scale, 2):g}" for v, scale in cells) + " |")
     return "\n".join(lines)
+
+
+def eval_results(metrics: dict, dataset: str, dataset_name: str) -> list:
+    """The test metrics as huggingface_hub EvalResults, so the Hub shows them on the model."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for beam in (b for b in BEAMS if b in metrics):
+        named = [(k, label, kind) for k, label, kind in CAPTION_METRICS] + [
+            (k, f"{label} (%)", "accuracy") for k, label in FRACTION_METRICS[:1]]
+        for key, label, kind in named:
+            value = metrics[beam].get(key)
+            if value is not None:
+                results.append(EvalResult(
+                    task_type="image-to-text", task_name="Image captioning",
+                    dataset_type=dataset, dataset_name=dataset_name, dataset_split="test",
+                    metric_type=kind, metric_name=f"{label}, beam {beam[4:]}",
+                    metric_value=round(value * (100 if kind == "accuracy" else 1), 2)))
+    return results
 
 
 CARD_TEMPLATE = """---
@@ -135,10 +167,10 @@ CARD_TEMPLATE = """---
 
 # {{ title }}
 
-A "Show, Attend and Tell" image captioner built with
-[captioner](https://github.com/captioner/captioner): a torchvision **{{ encoder }}** turns the
-image into a {{ grid }}×{{ grid }} grid of features, gated soft attention picks where to look for
-each word, and an LSTM writes the caption. Every word comes with its attention map.
+A "Show, Attend and Tell" image captioner built with {{ project }}: a torchvision
+**{{ encoder }}** turns the image into a {{ grid }}×{{ grid }} grid of features, gated soft
+attention picks where to look for each word, and an LSTM writes the caption. Every word comes
+with its attention map.
 
 ## Training data
 
@@ -146,14 +178,13 @@ each word, and an LSTM writes the caption. Every word comes with its attention m
 
 ## Test metrics
 
-Decoded without teacher forcing on the **test split** ({{ images }} images); caption metrics on
-the 0–100 scale (pycocoevalcap; tokenised with captioner's tokeniser).
-{{ skipped }}
+Decoded without teacher forcing on the **test split** ({{ images }} images). One scale
+throughout: caption metrics are pycocoevalcap's scores × 100 (CIDEr can exceed 100; tokenised
+with captioner's tokeniser){{ percent_note }}.{{ skipped }}
 
 {{ table }}
 
-Selected epoch: {{ selected_epoch }} (best validation score).
-{{ scene_note }}
+Selected epoch: {{ selected_epoch }} (best validation score).{{ pointing_note }}
 
 ![training curve](training_curve.png)
 
@@ -175,13 +206,13 @@ Selected epoch: {{ selected_epoch }} (best validation score).
 ## Use
 
 ```bash
-python -m captioner caption photo.jpg --weights {{ weights_ref }} --attention-grid grid.png
+python -m captioner caption {{ example }} --weights {{ weights_ref }} --attention-grid grid.png
 ```
 
 ```python
 from captioner import load_model, load_image, caption_images
 model = load_model("{{ weights_ref }}")
-caption = caption_images(model, [load_image("photo.jpg")], beam_size=3)[0]
+caption = caption_images(model, [load_image("{{ example }}")], beam_size=3)[0]
 print(caption.text, caption.attention.shape)  # (words, grid, grid)
 ```
 
@@ -202,59 +233,85 @@ PHOTO_LIMITS = (
     "Trained on a few thousand Flickr photos of people and animals; it writes short, generic "
     "English captions and inherits the biases of its data. Not for accessibility-critical or "
     "safety-critical use without human review.")
-SCENE_NOTE = (
+POINTING_GAME = (
     "**Pointing game** (no box supervision; attention learned from captions only): for each "
     "object a caption names, at its colour word and at its shape word, is the peak of the "
     "attention map inside the object's box widened by one grid cell (*±1 cell*), or inside "
     "the box itself (*in box*)? *Chance* is the hit rate of a uniformly random peak for the "
-    "same boxes. What made attention point: a ResNet18 cut "
-    "after stage 2 (local receptive fields, one cell per 8 pixels), coordinate channels on the "
-    "feature grid, the attended context fed to the word classifier, attention maps drawn at the "
-    "true cell centres, objects at least two cells wide, and a cosine learning-rate decay.")
+    "same boxes.")
+POINTING_DESIGN = (
+    "What made attention point: a ResNet18 cut after stage 2 (local receptive fields, one cell "
+    "per 8 pixels), coordinate channels on the feature grid, the attended context fed to the "
+    "word classifier, attention maps drawn at the true cell centres, objects at least two "
+    "cells wide, and a cosine learning-rate decay.")
+
+
+def pointing_note(metrics: dict) -> str:
+    """The pointing game's definition when it was measured; the design that made attention
+    point only when this run's attention beat chance at every beam size."""
+    measured = [metrics[b] for b in BEAMS if metrics.get(b, {}).get("pointing") is not None]
+    if not measured:
+        return ""
+    pointed = all(m["pointing"] > m["pointing_chance"] for m in measured)
+    return "\n\n" + POINTING_GAME + ("\n\n" + POINTING_DESIGN if pointed else "")
 
 
 def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
-                     weights_ref: str | None = None) -> Path:
-    """README.md for the model folder, written with huggingface_hub's ModelCard API.
-    `weights_ref` is how users should name the model (default: Hub repo or output folder)."""
+                     weights_ref: str | None = None, project_url: str | None = None) -> Path:
+    """README.md for the model folder, written with huggingface_hub's ModelCard API, with the
+    dataset and the test metrics in its metadata. `weights_ref` is how users should name the
+    model (default: Hub repo or output folder); `project_url` links the code (never guessed)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     scenes = cfg["dataset"] == "scenes"
+    hub_dataset = not scenes and not Path(cfg["dataset"]).exists()
+    title = (f"captioner: {cfg['encoder']} + attention LSTM on "
+             f"{'generated scenes' if scenes else cfg['dataset']}")
     data = ModelCardData(
         library_name="captioner", license="mit", pipeline_tag="image-to-text",
         tags=["image-captioning", "show-attend-and-tell", "attention", "pytorch"],
-        datasets=None if scenes or Path(cfg["dataset"]).exists() else [cfg["dataset"]])
-    skipped = sorted({s for b in ("beam1", "beam3") for s in metrics[b].get("skipped", [])})
+        datasets=[cfg["dataset"]] if hub_dataset else None, model_name=title,
+        eval_results=eval_results(
+            metrics, cfg["dataset"] if hub_dataset else "scenes" if scenes else "local",
+            "generated scenes (captioner.scenes)" if scenes else cfg["dataset"]))
+    skipped = sorted({s for b in BEAMS for s in metrics.get(b, {}).get("skipped", [])})
+    fractions = any(metrics[b].get(k) is not None for b in BEAMS if b in metrics
+                    for k, _ in FRACTION_METRICS)
     card = ModelCard.from_template(
-        data, template_str=CARD_TEMPLATE,
-        title=f"captioner: {cfg['encoder']} + attention LSTM on "
-              f"{'generated scenes' if scenes else cfg['dataset']}",
+        data, template_str=CARD_TEMPLATE, title=title,
+        project=f"[captioner]({project_url})" if project_url else "captioner",
         encoder=cfg["encoder"] + (f" (stages 1–{cfg['encoder_stage']})"
                                   if cfg["encoder_stage"] < 4 else ""),
         grid=cfg["grid"], images=metrics["images"], table=metrics_table(metrics),
-        skipped=("Skipped: " + "; ".join(skipped)) if skipped else "",
-        selected_epoch=metrics.get("selected_epoch"),
-        scene_note=SCENE_NOTE if scenes else "",
+        percent_note="; exact content and pointing are percentages (%)" if fractions else "",
+        skipped=(" Skipped: " + "; ".join(skipped) + ".") if skipped else "",
+        selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics),
         data_description=SCENES_DESCRIPTION if scenes else
         f"`{cfg['dataset']}` loaded with 🤗 datasets; train/validation/test splits as provided "
         "(or carved deterministically from train).",
         command=command, config=json.dumps(cfg, indent=2),
+        example="scene.png" if scenes else "photo.jpg",
         weights_ref=weights_ref or cfg.get("push_to_hub") or cfg["output_dir"],
         limits=SCENES_LIMITS if scenes else PHOTO_LIMITS)
     card.save(out / "README.md")
     return out / "README.md"
 
 
-def push_folder(out: Path, repo_id: str) -> str:
-    """Upload a model folder (weights, config, card, figures; no checkpoint) to the Hub.
-
-    The token comes from HF_TOKEN or `hf auth login`; it is never printed or written."""
+def hub_client(purpose: str):
+    """An HfApi holding the user's token (HF_TOKEN or `hf auth login`), which is read here and
+    handed to the client, never printed or saved."""
     from huggingface_hub import HfApi, get_token
 
-    if not get_token():
-        raise SystemExit("--push-to-hub needs a Hugging Face token: set HF_TOKEN or run "
+    token = get_token()
+    if not token:
+        raise SystemExit(f"{purpose} needs a Hugging Face token: set HF_TOKEN or run "
                          "`hf auth login` (the token is read, never printed or saved).")
-    api = HfApi()
+    return HfApi(token=token)
+
+
+def push_folder(out: Path, repo_id: str) -> str:
+    """Upload a model folder (weights, config, card, figures; no checkpoint) to the Hub."""
+    api = hub_client("--push-to-hub")
     api.create_repo(repo_id, exist_ok=True)
     info = api.upload_folder(folder_path=str(out), repo_id=repo_id, allow_patterns=MODEL_FILES,
                              commit_message="Upload captioner model")

@@ -264,11 +264,20 @@ class Captioner(
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, tmp)
-        os.replace(tmp, directory / WEIGHTS_FILE)
+        replace_as_shared(tmp, directory / WEIGHTS_FILE)
         tmp = directory / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(asdict(self.config), indent=2))
         os.replace(tmp, directory / CONFIG_FILE)
         return directory
+
+
+def replace_as_shared(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path` with the permissions of any other file written here:
+    safetensors creates its files 0600, which hides weights from the rest of a team."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 class WeightsError(ValueError):

@@ -25,12 +25,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from captioner.data import load_caption_dataset
+from captioner.data import DatasetFormatError, DatasetLoadError, load_caption_dataset
 from captioner.decoding import caption_images
 from captioner.evaluation import evaluate_split
 from captioner.features import cache_key, cached_array, state_fingerprint
 from captioner.hub import load_model, push_folder, write_model_card
-from captioner.model import Captioner, CaptionerConfig
+from captioner.model import Captioner, CaptionerConfig, replace_as_shared
 from captioner.preprocess import normalise, resized_pixels, to_model_input, to_rgb
 from captioner.scenes import generate_scenes
 from captioner.visualize import save_attention_grid
@@ -44,7 +44,11 @@ class TrainConfig:
     """Every knob of a run; saved in the checkpoint and the model card."""
 
     dataset: str = "jxie/flickr8k"
+    image_column: str = ""
+    caption_column: str = ""
+    split_column: str = ""
     output_dir: str = "runs/flickr8k-resnet50"
+    overwrite: bool = False
     # model
     encoder: str = "resnet50"
     encoder_stage: int = 4
@@ -65,6 +69,7 @@ class TrainConfig:
     max_train_images: int = 0
     max_eval_images: int = 500
     num_scenes: int = 10000
+    num_eval_scenes: int = 0
     data_dir: str = "data"
     cache_dir: str = ".cache/captioner"
     # optimisation
@@ -85,27 +90,61 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     push_to_hub: str = ""
+    project_url: str = ""
     cpu: bool = False
 
 
 HELP = {
-    "dataset": "Hub dataset id, local folder (imagefolder or Kaggle layout), or 'scenes'",
+    "dataset": "Hub dataset id, local folder or file (see the README's Datasets), or 'scenes'",
+    "image_column": "column holding the images or their file paths (default: 'image', or the "
+                    "only image column)",
+    "caption_column": "column of captions (strings, or lists of strings) or a pattern such as "
+                      "'caption_*' (default: caption_0..N, 'captions', 'caption', 'sentences')",
+    "split_column": "column holding each row's split: train/restval -> train, val/dev -> "
+                    "validation, test -> test (default: 'split' when the source has one split)",
+    "output_dir": "where the model, checkpoint, log, figures and card are written",
+    "overwrite": "train into an --output-dir that already holds files (else refused)",
     "encoder": "torchvision ResNet: resnet18/34/50/101",
     "encoder_stage": "keep ResNet stages 1..N (early stages: smaller, local receptive fields)",
     "grid": "attention grid side (features are pooled to grid x grid)",
+    "image_size": "side of the square input image, in pixels",
+    "coord_channels": "append x/y coordinate channels to the feature grid",
+    "embed_dim": "word embedding size",
+    "attention_dim": "attention layer size",
+    "hidden_dim": "LSTM hidden size",
+    "dropout": "dropout before the word classifier",
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",
+    "min_word_freq": "words seen fewer times in the training captions become <unk>",
+    "max_caption_len": "training captions are cut to this many words",
     "captions_per_image": "captions per image visited each epoch (0: all)",
     "max_train_images": "use only the first N training images, for quick runs (0: all)",
     "max_eval_images": "validation images decoded each epoch",
     "num_scenes": "training images generated for --dataset scenes",
+    "num_eval_scenes": "validation and test images generated for --dataset scenes, for quick "
+                       "trials (0: 500 and 1000)",
+    "data_dir": "where --dataset scenes is generated (relative to the working directory)",
+    "cache_dir": "where encoded features are cached (relative to the working directory)",
+    "epochs": "training epochs",
+    "batch_size": "image-caption pairs per batch, per process",
+    "lr": "learning rate of the decoder",
+    "encoder_lr": "learning rate of the encoder (with --fine-tune-encoder)",
+    "warmup_steps": "optimiser steps of linear learning-rate warm-up before the cosine decay",
+    "grad_clip": "gradient norm clipping",
+    "attention_penalty": "weight of the doubly stochastic attention penalty",
+    "gradient_accumulation_steps": "batches per optimiser step",
     "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
     "patience": "stop after N epochs without a better validation score (0: never)",
-    "resume": "continue from OUTPUT_DIR/checkpoint.safetensors",
-    "push_to_hub": "upload the output folder to this Hub repo id (token: HF_TOKEN or login)",
-    "cpu": "train on the CPU even if a GPU is present",
+    "beam_size": "beam size of the example attention figure",
+    "max_len": "longest caption decoded in evaluation",
     "meteor": "compute METEOR on the test split (starts Java; --no-meteor for quick runs)",
+    "seed": "seed of the initialisation, the data order and carved-out splits",
+    "resume": "continue from OUTPUT_DIR/checkpoint.safetensors",
+    "push_to_hub": "upload the output folder to this Hub repo id (token: HF_TOKEN or login; "
+                   "default: no upload)",
+    "project_url": "link to the project's code in the model card (default: no link)",
+    "cpu": "train on the CPU even if a GPU is present",
 }
 
 PRESETS = {
@@ -124,22 +163,38 @@ PRESETS = {
 def parse_args(argv=None) -> TrainConfig:
     """argparse built from TrainConfig; a preset (by dataset) fills what was not given."""
     parser = argparse.ArgumentParser(
-        prog="train_space.py", description="Train a Show, Attend and Tell captioner.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="train_space.py", description="Train a Show, Attend and Tell captioner. Defaults "
+        "are the Flickr8k recipe; with --dataset scenes, the scenes preset's values apply "
+        "(shown as 'scenes: ...') unless given.")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = default_text(f.name)
+        help_text = f"{HELP[f.name]} ({default})" if default else HELP[f.name]
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=HELP.get(f.name))
+                                help=help_text)
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            parser.add_argument(flag, type=kind, default=None, help=HELP.get(f.name))
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     preset = PRESETS["scenes" if given.get("dataset") == "scenes" else "flickr8k"]
     cfg = TrainConfig(**{**preset, **given})
     if cfg.mixed_precision not in ("auto", "no", "fp16", "bf16"):
         parser.error("--mixed-precision must be auto, no, fp16 or bf16")
     return cfg
+
+
+def default_text(name: str) -> str:
+    """The real default, and the scenes preset's value where it differs (argparse's own
+    defaults are None, so that a preset can tell what was given). Empty for options whose
+    absence the help line explains."""
+    default = getattr(TrainConfig, name)
+    if default == "":
+        return ""
+    text = f"default: {default}"
+    if name in PRESETS["scenes"]:
+        text += f"; scenes: {PRESETS['scenes'][name]}"
+    return text.replace("%", "%%")
 
 
 class Objective(nn.Module):
@@ -208,11 +263,17 @@ def epoch_pairs(captions: np.ndarray, per_image: int, seed: int, epoch: int) -> 
 def prepare_dataset(cfg: TrainConfig):
     if cfg.dataset == "scenes":
         root = Path(cfg.data_dir) / f"scenes-{cfg.image_size}px-{cfg.num_scenes}"
+        sizes = (dict(num_validation=cfg.num_eval_scenes, num_test=cfg.num_eval_scenes)
+                 if cfg.num_eval_scenes else {})
+        if sizes:
+            root = root.with_name(f"{root.name}-eval{cfg.num_eval_scenes}")
         source = generate_scenes(root, num_train=cfg.num_scenes, image_size=cfg.image_size,
-                                 seed=cfg.seed)
+                                 seed=cfg.seed, **sizes)
     else:
         source = cfg.dataset
-    dataset = load_caption_dataset(source, seed=cfg.seed)
+    dataset = load_caption_dataset(source, seed=cfg.seed, image_column=cfg.image_column or None,
+                                   caption_column=cfg.caption_column or None,
+                                   split_column=cfg.split_column or None)
     if cfg.max_train_images:
         dataset["train"] = dataset["train"].select(
             range(min(cfg.max_train_images, len(dataset["train"]))))
@@ -251,7 +312,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> Non
             "python_rng": random.getstate()[1]}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, tmp, metadata={"json": json.dumps(meta)})
-    os.replace(tmp, path)
+    replace_as_shared(tmp, path)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
@@ -294,13 +355,13 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     ax.set_xlabel("epoch")
     ax.legend()
     ax = fig.add_subplot(1, 2, 2)
-    for key, label in [("bleu4", "val BLEU-4 / 100"), ("objects_correct", "val all objects right"),
-                       ("pointing", "val pointing")]:
+    for key, label in [("bleu4", "val BLEU-4"), ("objects_correct", "val all objects right (%)"),
+                       ("pointing", "val pointing (%)")]:
         if history[0].get(key) is not None:
-            scale = 100 if key == "bleu4" else 1
-            ax.plot(epochs, [r[key] / scale for r in history], "o-", label=label)
+            scale = 1 if key == "bleu4" else 100  # one 0-100 scale: fractions as percentages
+            ax.plot(epochs, [r[key] * scale for r in history], "o-", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 100)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -328,6 +389,9 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     checkpoint = out / CHECKPOINT
     if cfg.resume and not checkpoint.is_file():
         raise SystemExit(f"--resume: no checkpoint at {checkpoint}")
+    if not (cfg.resume or cfg.overwrite) and out.is_dir() and any(out.iterdir()):
+        raise SystemExit(f"{out} already holds files: pass --resume to continue its run, "
+                         "--overwrite to train over it, or another --output-dir")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -388,8 +452,12 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     n_pairs = len(epoch_pairs(captions["train"], cfg.captions_per_image, cfg.seed, 0))
     steps_per_epoch = math.ceil(n_pairs / (cfg.batch_size * acc.num_processes
                                            * cfg.gradient_accumulation_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.warmup_steps, steps_per_epoch * cfg.epochs))
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.warmup_steps > total_steps:
+        acc.print(f"warning: --warmup-steps {cfg.warmup_steps} exceeds this run's {total_steps} "
+                  "optimiser steps: the learning rate never reaches --lr")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps,
+                                                                       total_steps))
     objective, optimizer = acc.prepare(objective, optimizer)
 
     state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": [], "command": command}
@@ -471,7 +539,9 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     """Evaluate the selected model on the test split and write metrics, figures and card."""
     model = load_model(out)
     test = dataset["test"]
-    metrics = {"dataset": cfg.dataset, "split": "test", "images": len(test), "scale": "0-100"}
+    metrics = {"dataset": cfg.dataset, "split": "test", "images": len(test),
+               "scale": "caption metrics x 100; objects_*, relations_*, pointing* as 0-1 "
+                        "fractions"}
     for beam in (1, 3):
         metrics[f"beam{beam}"] = evaluate_split(model, test, beam_size=beam, max_len=cfg.max_len,
                                                 meteor=cfg.meteor)
@@ -481,7 +551,8 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     caption = caption_images(model, [image], beam_size=cfg.beam_size, max_len=cfg.max_len)[0]
     save_attention_grid(out / "attention_example.png", image, caption.tokens, caption.attention,
                         model.encoder.cell_centres(), title=caption.text)
-    write_model_card(out, cfg=asdict(cfg), metrics=metrics, command=command)
+    write_model_card(out, cfg=asdict(cfg), metrics=metrics, command=command,
+                     project_url=cfg.project_url or None)
     print(json.dumps({k: {m: v for m, v in metrics[k].items() if m != "examples"}
                       for k in ("beam1", "beam3")}, indent=2))
     if cfg.push_to_hub:
@@ -492,4 +563,7 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
 def main(argv=None) -> None:
     cfg = parse_args(argv)
     command = "python train_space.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    train(cfg, command)
+    try:
+        train(cfg, command)
+    except (DatasetFormatError, DatasetLoadError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from e

@@ -7,6 +7,7 @@ figure.
 
 from __future__ import annotations
 
+import textwrap
 from functools import lru_cache
 
 import numpy as np
@@ -96,20 +97,22 @@ def attention_overlay(image: Image.Image, attention: np.ndarray, centres=None, *
 
 def attention_grid(image: Image.Image, tokens: list[str], attention: np.ndarray, centres=None,
                    *, columns: int = 5, title: str | None = None) -> Figure:
-    """The image plus one overlay per word, titled with the word."""
+    """The image plus one overlay per word, titled with the word. A `title` (wrapped to the
+    figure's width) gets its own band: constrained layout keeps it off the panel labels."""
     panels = [("(image)", image)] + [
         (word, attention_overlay(image, attention[i], centres)) for i, word in enumerate(tokens)
     ]
     rows = -(-len(panels) // columns)
-    fig = Figure(figsize=(2.6 * columns, 2.8 * rows + (0.4 if title else 0)))
+    lines = textwrap.wrap(title, width=12 * columns) if title else []
+    fig = Figure(figsize=(2.6 * columns, 2.8 * rows + 0.35 * len(lines)), layout="constrained")
     for i, (word, picture) in enumerate(panels):
         ax = fig.add_subplot(rows, columns, i + 1)
         ax.imshow(picture)
         ax.set_title(word, fontsize=13)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=14)
-    fig.tight_layout()
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=14)
+        fig.get_layout_engine().set(h_pad=0.1)  # inches: a clear gap under the title
     return fig
 
 

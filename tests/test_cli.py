@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,100 @@ def test_only_bad_images(saved_model_dir, tmp_path, capsys):
 def test_bad_decoding_arguments(saved_model_dir, images, capsys, flag):
     code = cli.main(["caption", str(images[0]), "--weights", str(saved_model_dir), flag, "0"])
     assert code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_folders_recursive_images_only_and_output_files(saved_model_dir, images, tmp_path,
+                                                         capsys):
+    folder = tmp_path / "album"
+    (folder / "sub").mkdir(parents=True)
+    for image in images:
+        (folder / "sub" / image.name).write_bytes(image.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    jsonl, table = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    args = ["caption", str(folder), "--weights", str(saved_model_dir), "--max-len", "4"]
+    assert cli.main([*args, "--output", str(jsonl)]) == 0
+    assert cli.main([*args, "--output", str(table)]) == 0
+    expected = [str(folder / "sub" / image.name) for image in images]
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["image"] for r in records] == expected
+    for record, image in zip(records, expected):
+        check_json_line(json.dumps(record), image, grid=4)
+    import csv
+
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["caption"]) for r in rows] == [(r["image"], r["caption"])
+                                                           for r in records]
+    assert "notes.txt" not in capsys.readouterr().err
+    assert cli.main([*args, "--output", str(tmp_path / "out.txt")]) == 2
+    assert ".jsonl or .csv" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["caption", str(empty), "--weights", str(saved_model_dir)]) != 0
+    assert "no images" in capsys.readouterr().err
+
+
+def test_grid_names_are_unique_and_stable(saved_model_dir, images, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        (folder / "img.png").write_bytes(images[0].read_bytes())
+    out = tmp_path / "grids" / "g.png"
+    out.parent.mkdir()
+    missing = tmp_path / "gone.png"
+    for inputs in ([a / "img.png", b / "img.png"], [a / "img.png", missing, b / "img.png"]):
+        for old in out.parent.iterdir():
+            old.unlink()
+        cli.main(["caption", *map(str, inputs), "--weights", str(saved_model_dir),
+                  "--attention-grid", str(out), "--max-len", "3"])
+        assert sorted(p.name for p in out.parent.iterdir()) == ["g-a-img-png.png",
+                                                                 "g-b-img-png.png"]
+    # one good image among failures keeps the name it has beside the other inputs
+    cli.main(["caption", str(images[0]), str(missing), "--weights", str(saved_model_dir),
+              "--attention-grid", str(out), "--max-len", "3"])
+    assert (out.parent / "g-img1.png").is_file() and not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "/no/such/folder"], "does not exist"),
+    (["--dataset", "nobody/no-such-dataset"], "--dataset scenes"),
+    (["--beam-size", "0"], "at least 1"),
+    (["--batch-size", "0"], "at least 1"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_evaluate_errors_are_messages(saved_model_dir, tmp_path, capsys, args, message):
+    code = cli.main(["evaluate", "--weights", str(saved_model_dir), "--data-dir",
+                     str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_evaluate_prints_percentages(saved_model_dir, tmp_path, capsys, monkeypatch):
+    from captioner import evaluation
+
+    real = evaluation.caption_metrics
+    monkeypatch.setattr(evaluation, "caption_metrics",  # no Java start-up for METEOR
+                        lambda refs, hyps, meteor=True: real(refs, hyps, meteor=False))
+    assert cli.main(["evaluate", "--weights", str(saved_model_dir), "--data-dir", str(tmp_path),
+                     "--num-scenes", "3", "--beam-size", "1", "--max-len", "3",
+                     "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"objects_correct \d+\.\d %", out) and "pointing 0." not in out
+
+
+def test_bad_device_and_missing_local_name(images, capsys):
+    assert cli.main(["caption", str(images[0]), "--device", "cuda:7"]) == 2
+    assert "device 'cuda:7'" in capsys.readouterr().err
+    assert cli.main(["caption", str(images[0]), "--weights", "no-such-folder-here"]) == 2
+    err = capsys.readouterr().err
+    assert "no local folder 'no-such-folder-here'" in err and "Hugging Face Hub" in err
+
+
+def test_every_option_has_help_with_its_default():
+    parser = cli.build_parser()
+    for command in ("caption", "evaluate", "deploy-space"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        for action in sub._actions:
+            assert action.help, (command, action.dest)
+            if action.default not in (None, False) and action.dest != "help":
+                assert "default" in action.help, (command, action.dest)

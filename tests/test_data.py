@@ -10,8 +10,7 @@ import pytest
 from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from captioner import data
-from captioner.data import DatasetFormatError, DatasetLoadError, load_caption_dataset
+from captioner.data import DatasetFormatError, DatasetLoadError, load_caption_dataset, sources
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
 
@@ -150,7 +149,7 @@ def test_fast_split_patterns_match_datasets_own_inference(tmp_path, monkeypatch)
         rows = [[_image(tmp_path / split / f"{i}.png", i), f"{split} {i}"] for i in range(3)]
         _write_csv(tmp_path / split / "metadata.csv", ["file_name", "caption"], rows)
     fast = load_caption_dataset(tmp_path)
-    monkeypatch.setattr(data, "_imagefolder_files", lambda path: {"data_dir": str(path)})
+    monkeypatch.setattr(sources, "_imagefolder_files", lambda path: {"data_dir": str(path)})
     slow = load_caption_dataset(tmp_path)
     assert _sizes(fast) == _sizes(slow) == {"train": 3, "validation": 3, "test": 3}
     for name in fast:
@@ -251,3 +250,110 @@ def test_too_few_images_to_split(tmp_path):
     _write_csv(tmp_path / "metadata.csv", ["file_name", "caption"], [[name, "x"]])
     with pytest.raises(DatasetFormatError, match="too few"):
         load_caption_dataset(tmp_path)
+
+
+# --- the forms people hold datasets in (nlphuji/flickr30k's schema: one split, a split column)
+
+FLICKR30K_SPLITS = ["train", "restval", "val", "train", "test", "dev", "train", "test", "val"]
+
+
+def _flickr30k_rows(tmp_path) -> Dataset:
+    """nlphuji/flickr30k's columns: image, caption (a list), sentids, split, img_id, filename."""
+    features = Features({"image": Image(), "caption": datasets.List(Value("string")),
+                         "sentids": datasets.List(Value("string")), "split": Value("string"),
+                         "img_id": Value("string"), "filename": Value("string")})
+    n = len(FLICKR30K_SPLITS)
+    paths = [str(tmp_path / "px" / _image(tmp_path / "px" / f"{i}.jpg", i)) for i in range(n)]
+    return Dataset.from_dict({
+        "image": paths, "caption": [[f"photo {i} one ", f"photo {i} two"] for i in range(n)],
+        "sentids": [[str(2 * i), str(2 * i + 1)] for i in range(n)], "split": FLICKR30K_SPLITS,
+        "img_id": [str(i) for i in range(n)], "filename": [f"{i}.jpg" for i in range(n)],
+    }, features=features).map(lambda row: {"image": row["image"]})  # embed the image bytes
+
+
+def _check_flickr30k(ds: DatasetDict) -> None:
+    """train + restval -> train, val/dev -> validation, test -> test; lists kept in order."""
+    _check_normalised(ds)
+    by_split = {name: sorted(int(r["captions"][0].split()[1]) for r in split)
+                for name, split in ds.items()}
+    assert by_split == {"train": [0, 1, 3, 6], "validation": [2, 5, 8], "test": [4, 7]}
+    assert ds["test"][0]["captions"] == ["photo 4 one", "photo 4 two"]
+
+
+@pytest.fixture
+def flickr30k(tmp_path):
+    return _flickr30k_rows(tmp_path)
+
+
+def test_local_copy_of_a_hub_repo_parquet(flickr30k, tmp_path):
+    repo = tmp_path / "flickr30k"
+    (repo / "data").mkdir(parents=True)
+    flickr30k.to_parquet(str(repo / "data" / "test-00000-of-00001.parquet"))
+    (repo / "README.md").write_text("# a copy of the dataset repo\n")
+    _check_flickr30k(load_caption_dataset(repo))
+    # the parquet file on its own
+    _check_flickr30k(load_caption_dataset(repo / "data" / "test-00000-of-00001.parquet"))
+
+
+def test_save_to_disk_folders(flickr30k, tmp_path):
+    DatasetDict({"test": flickr30k}).save_to_disk(str(tmp_path / "dict"))
+    _check_flickr30k(load_caption_dataset(tmp_path / "dict"))
+    flickr30k.save_to_disk(str(tmp_path / "one"))
+    _check_flickr30k(load_caption_dataset(tmp_path / "one"))
+
+
+def test_hub_id_offline_from_datasets_cache(flickr30k, tmp_path):
+    """What `load_dataset("owner/name")` left in datasets' cache loads with the Hub offline."""
+    repo = tmp_path / "flickr30k"
+    (repo / "data").mkdir(parents=True)
+    flickr30k.to_parquet(str(repo / "data" / "test-00000-of-00001.parquet"))
+    datasets.load_dataset(str(repo))  # caches under flickr30k/default/0.0.0/<hash>/
+    cache = Path(datasets.config.HF_DATASETS_CACHE)
+    (built,) = (cache / "flickr30k" / "default" / "0.0.0").glob("*/dataset_info.json")
+    hub_copy = cache / "someone___flickr30k" / "default" / "0.0.0" / built.parent.name
+    hub_copy.parent.mkdir(parents=True)
+    built.parent.rename(hub_copy)  # where an online load of someone/flickr30k leaves it
+    _check_flickr30k(load_caption_dataset("someone/flickr30k"))
+
+
+def test_repo_copy_with_configs_csv_of_paths_and_mapped_columns(tmp_path):
+    repo = tmp_path / "repo"
+    for split, n in [("train", 4), ("validation", 2), ("test", 2)]:
+        rows = [[f"images/{split}{i}.png", f"{split} {i} a", f"{split} {i} b", "x"]
+                for i in range(n)]
+        for i in range(n):
+            _image(repo / "images" / f"{split}{i}.png", i)
+        (repo / "annotations").mkdir(parents=True, exist_ok=True)
+        _write_csv(repo / "annotations" / f"{split}-part.csv",
+                   ["path", "text_1", "text_2", "text_notes"], rows)
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n"
+        + "".join(f"  - split: {s}\n    path: annotations/{s}-part.csv\n"
+                  for s in ("train", "validation", "test"))
+        + "---\n# captions\n")
+    with pytest.raises(DatasetFormatError) as info:
+        load_caption_dataset(repo)
+    assert "text_1 (string)" in str(info.value) and "--caption-column" in str(info.value)
+    with pytest.raises(DatasetFormatError) as info:
+        load_caption_dataset(repo, caption_column="text_?")
+    assert "path (string)" in str(info.value) and "--image-column" in str(info.value)
+    ds = load_caption_dataset(repo, image_column="path", caption_column="text_?")
+    _check_normalised(ds)
+    assert _sizes(ds) == {"train": 4, "validation": 2, "test": 2}
+    assert ds["validation"][1]["captions"] == ["validation 1 a", "validation 1 b"]
+    assert ds["test"][1]["image"].getpixel((0, 0)) == COLOURS[1]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_single_file_with_split_column(tmp_path, suffix):
+    names = [_image(tmp_path / f"{i}.png", i) for i in range(len(FLICKR30K_SPLITS))]
+    rows = [{"image": name, "caption": json.dumps([f"photo {i} one", f"photo {i} two"]),
+             "fold": split} for i, (name, split) in enumerate(zip(names, FLICKR30K_SPLITS))]
+    path = tmp_path / f"captions{suffix}"
+    if suffix == ".csv":
+        _write_csv(path, list(rows[0]), [list(r.values()) for r in rows])
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DatasetFormatError, match="no split column 'split'"):
+        load_caption_dataset(path, split_column="split")
+    _check_flickr30k(load_caption_dataset(path, split_column="fold"))

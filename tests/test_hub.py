@@ -241,3 +241,63 @@ def test_hub_id_while_offline_fails_fast_and_names_the_hub():
 ])
 def test_looks_like_path(source, is_path):
     assert looks_like_path(source) is is_path
+
+
+def test_weights_files_are_as_readable_as_the_rest(saved_model_dir):
+    plain = saved_model_dir / "plain.txt"
+    plain.write_text("x")
+    want = plain.stat().st_mode & 0o777
+    assert (saved_model_dir / WEIGHTS_FILE).stat().st_mode & 0o777 == want
+    assert (saved_model_dir / CONFIG_FILE).stat().st_mode & 0o777 == want
+
+
+def test_missing_local_name_says_so_beside_the_hub_result():
+    with pytest.raises(WeightsError) as error:
+        resolve_model_dir("not-a-folder-here")
+    message = str(error.value)
+    assert "no local folder 'not-a-folder-here'" in message and "Hugging Face Hub" in message
+
+
+CARD_CFG = {"dataset": "jxie/flickr8k", "encoder": "resnet50", "encoder_stage": 4, "grid": 7,
+            "output_dir": "runs/x", "push_to_hub": ""}
+CAPTION_SCORES = {"bleu1": 60.1, "bleu4": 20.5, "meteor": 19.0, "rouge_l": 45.0, "cider": 50.2}
+
+
+def write_card(tmp_path, cfg=None, **metrics_extra):
+    from huggingface_hub import ModelCard
+
+    metrics = {"images": 10, "selected_epoch": 3,
+               **{b: {**CAPTION_SCORES, **metrics_extra} for b in ("beam1", "beam3")}}
+    hub.write_model_card(tmp_path, cfg={**CARD_CFG, **(cfg or {})}, metrics=metrics,
+                         command="python train_space.py")
+    text = (tmp_path / "README.md").read_text()
+    return ModelCard.load(tmp_path / "README.md"), text
+
+
+def test_card_metadata_parses_back_with_huggingface_hub(tmp_path):
+    card, text = write_card(tmp_path)
+    assert card.data.datasets == ["jxie/flickr8k"]
+    results = {(r.metric_name, r.metric_value) for r in card.data.eval_results}
+    assert ("BLEU-4, beam 3", 20.5) in results and ("CIDEr, beam 1", 50.2) in results
+    assert {r.dataset_type for r in card.data.eval_results} == {"jxie/flickr8k"}
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    assert "http" not in text  # no invented project URL
+    assert "Pointing game" not in text and "What made attention point" not in text
+    assert "photo.jpg" in text
+    assert "\n\n\n" not in text  # one blank line between paragraphs
+
+
+def test_card_scenes_percentages_and_pointing_claims(tmp_path):
+    pointing = dict(objects_correct=0.925, pointing=0.2, pointing_chance=0.3)
+    card, text = write_card(tmp_path, cfg={"dataset": "scenes"}, **pointing)
+    assert card.data.datasets is None and "scene.png" in text and "photo.jpg" not in text
+    assert "| 92.5 |" in text and "all objects right (%)" in text
+    assert "Pointing game" in text and "What made attention point" not in text  # below chance
+    _, text = write_card(tmp_path, cfg={"dataset": "scenes"}, **{**pointing, "pointing": 0.9})
+    assert "What made attention point" in text
+
+
+def test_card_links_the_project_only_when_given(tmp_path):
+    hub.write_model_card(tmp_path, cfg=CARD_CFG, metrics={"images": 1, "beam1": CAPTION_SCORES},
+                         command="c", project_url="https://example.org/captioner")
+    assert "[captioner](https://example.org/captioner)" in (tmp_path / "README.md").read_text()

@@ -177,12 +177,14 @@ def test_push_to_hub_uses_token_without_leaking_it(scenes, tmp_path, monkeypatch
             mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload_folder):
         out = tmp_path / "out"
         main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "1",
-              "--cache-dir", str(tmp_path / "cache"), "--push-to-hub", "me/tiny", *TINY])
+              "--cache-dir", str(tmp_path / "cache"), "--push-to-hub", "me/tiny", *TINY,
+              "--warmup-steps", "1000"])
     create.assert_called_once()
     assert uploaded["repo_id"] == "me/tiny"
     assert "checkpoint.safetensors" not in str(uploaded["patterns"])
     captured = capsys.readouterr()
     assert secret not in captured.out + captured.err
+    assert "--warmup-steps 1000 exceeds this run's" in captured.out
     for path in out.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
@@ -194,3 +196,46 @@ def test_push_without_token_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # no stored login either
     with pytest.raises(SystemExit, match="HF_TOKEN"):
         push_folder(tmp_path, "me/tiny")
+
+
+def test_non_empty_output_dir_needs_overwrite_or_resume(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("an earlier run")
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(["--dataset", "scenes", "--output-dir", str(out), "--data-dir", str(tmp_path),
+              "--num-scenes", "8", "--num-eval-scenes", "2", "--epochs", "0", *TINY])
+    assert (out / "notes.txt").read_text() == "an earlier run"
+
+
+def test_help_shows_real_defaults_and_presets(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "None" not in text
+    assert "--epochs EPOCHS training epochs (default: 20; scenes: 12)" in text
+    assert "relative to the working directory" in text
+    from captioner.training import HELP, TrainConfig
+
+    assert set(HELP) == set(TrainConfig.__dataclass_fields__)  # a help line for every option
+
+
+def test_dataset_errors_are_messages(tmp_path, monkeypatch):
+    import datasets
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["--dataset", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")])
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")  # nothing cached
+    with pytest.raises(SystemExit) as error:  # the default Hub dataset, offline
+        main(["--output-dir", str(tmp_path / "o")])
+    assert "jxie/flickr8k" in str(error.value) and "--dataset scenes" in str(error.value)
+    assert "generate_scenes" not in str(error.value)
+
+
+def test_num_eval_scenes_makes_small_validation_and_test_sets(tmp_path):
+    from captioner.training import parse_args, prepare_dataset
+
+    cfg = parse_args(["--dataset", "scenes", "--num-scenes", "12", "--num-eval-scenes", "3",
+                      "--image-size", "32", "--data-dir", str(tmp_path)])
+    sizes = {name: len(split) for name, split in prepare_dataset(cfg).items()}
+    assert sizes == {"train": 12, "validation": 3, "test": 3}

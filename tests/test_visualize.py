@@ -92,3 +92,23 @@ def test_save_attention_grid_writes_a_png(tmp_path):
     save_attention_grid(path, Image.new("RGB", (32, 32)), ["a", "b"], np.full((2, 2, 2), 0.25))
     with Image.open(path) as saved:
         assert saved.format == "PNG" and saved.width > 100 and saved.height > 100
+
+
+@pytest.mark.parametrize("words", [3, 20])
+def test_grid_title_clears_the_panel_labels(words):
+    """Rendered at the size saved: the title fits the width and sits above every panel label
+    (with five rows it once overlapped the first row's labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    tokens = ["word"] * words
+    title = " ".join(["a long caption that needs wrapping"] * 5)
+    fig = attention_grid(Image.new("RGB", (64, 64)), tokens, np.ones((words, 4, 4)) / 16,
+                         title=title)
+    fig.set_dpi(80)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title_box = fig._suptitle.get_window_extent(renderer)
+    assert 0 <= title_box.x0 and title_box.x1 <= fig.bbox.width  # wrapped to fit
+    for ax in fig.axes:
+        assert ax.title.get_window_extent(renderer).y1 < title_box.y0, ax.title.get_text()
