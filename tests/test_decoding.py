@@ -181,9 +181,9 @@ class BigramModel:
         zeros = torch.zeros(features.shape[0], 1)
         return DecoderState(zeros, zeros), features
 
-    def step(self, words, state, features, projected):
+    def step(self, words, state, features, projected, override=None):
         alpha = torch.full(features.shape[:2], 1 / features.shape[1])
-        return self.logits[words], state, alpha
+        return self.logits[words], state, alpha, torch.ones(len(words), 1)
 
 
 def test_beam_search_does_not_stop_on_a_pool_of_early_junk():
