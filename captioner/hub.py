@@ -93,13 +93,38 @@ def resolve_device(name: str | None = "auto") -> str:
     raise ValueError(f"unknown device '{name}': use {DEVICE_CHOICES}")
 
 
-def load_model(source: str | Path | None = None, device: str | None = "cpu") -> Captioner:
+QUANTIZE_CHOICES = ("int8",)
+
+
+def quantize_decoder(model: Captioner) -> Captioner:
+    """Dynamic int8 weights for the decoder's Linear and LSTMCell layers (CPU only; the
+    encoder has neither, so it stays fp32). torch 2.14 deprecates this API in favour of
+    torchao, which is not installed here: its warnings are silenced, not ignored."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTMCell},
+                                                      dtype=torch.qint8)
+
+
+def load_model(source: str | Path | None = None, device: str | None = "cpu",
+               quantize: str | None = None) -> Captioner:
     """Load a trained captioner strictly from a folder or Hub repo id (default: bundled),
-    onto `device` (see `resolve_device`; "auto" picks a GPU when there is one)."""
+    onto `device` (see `resolve_device`; "auto" picks a GPU when there is one);
+    `quantize="int8"` makes the decoder int8 (CPU only; see benchmarks/quantization.py)."""
+    if quantize not in (None, *QUANTIZE_CHOICES):
+        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}")
     device = resolve_device(device)
+    if quantize and device != "cpu":
+        raise ValueError(f"int8 decoding runs on the CPU only, not on '{device}'")
     model_dir = resolve_model_dir(source)
     config = read_config(model_dir)  # validated, unknown keys dropped: build from this one
-    return Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
+    model = Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
+    return quantize_decoder(model) if quantize else model
 
 
 def read_metrics(model_dir: Path) -> dict:
@@ -116,7 +141,8 @@ def metrics_table(metrics: dict) -> str:
              ("relations_stated", "relation stated"),
              ("pointing", "pointing (±1 cell)"), ("pointing_chance", "chance (±1 cell)"),
              ("pointing_strict", "pointing (in box)"),
-             ("pointing_strict_chance", "chance (in box)")]
+             ("pointing_strict_chance", "chance (in box)"),
+             ("steering", "steering (greedy)"), ("steering_chance", "chance (steering)")]
     beams = [k for k in ("beam1", "beam3") if k in metrics]
     present = [(k, label) for k, label in names if any(metrics[b].get(k) is not None
                                                         for b in beams)]
@@ -210,7 +236,10 @@ SCENE_NOTE = (
     "same boxes. What made attention point: a ResNet18 cut "
     "after stage 2 (local receptive fields, one cell per 8 pixels), coordinate channels on the "
     "feature grid, the attended context fed to the word classifier, attention maps drawn at the "
-    "true cell centres, objects at least two cells wide, and a cosine learning-rate decay.")
+    "true cell centres, objects at least two cells wide, and a cosine learning-rate decay. "
+    "**Steering**: at the colour word of a named object, attention is forced onto another "
+    "object's box; how often the model then says that object's colour (chance: 1 / number of "
+    "colours). The words follow where the model looks, not only co-occur with it.")
 
 
 def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
