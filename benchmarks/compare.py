@@ -59,6 +59,20 @@ def module_at(rev: str, path: str, name: str):
     return module
 
 
+class ThreeValueStep:
+    """The model as decoding code written before `Captioner.step` also returned the gate
+    sees it: `step` gives (logits, state, alpha)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def step(self, *args):
+        return self.model.step(*args)[:3]
+
+
 def same_captions(a, b) -> bool:
     return all(x.tokens == y.tokens and x.score == y.score
                and np.array_equal(x.attention, y.attention) for x, y in zip(a, b))
@@ -70,15 +84,16 @@ def decode_cases(old, name: str, model, repeats: int) -> tuple[dict, list]:
     with torch.inference_mode():
         features = model.encode(decoding.images_to_batch(model, images))
     cases, checks = {}, []
+    before = ThreeValueStep(model)
     for beam in (1, 3):
         for batch in (1, 32):
             f = features[:batch]
-            for label, module in (("before", old), ("after", decoding)):
+            for label, module, m in (("before", old, before), ("after", decoding, model)):
                 cases[f"{name} decode beam{beam} batch{batch} {label}"] = (
-                    lambda m=module, f=f, b=beam: m.decode(model, f, beam_size=b,
-                                                           max_len=MAX_LEN))
+                    lambda d=module, m=m, f=f, b=beam: d.decode(m, f, beam_size=b,
+                                                                max_len=MAX_LEN))
             checks.append((f"{name} beam{beam} batch{batch}", same_captions(
-                old.decode(model, f, beam_size=beam, max_len=MAX_LEN),
+                old.decode(before, f, beam_size=beam, max_len=MAX_LEN),
                 decoding.decode(model, f, beam_size=beam, max_len=MAX_LEN))))
     return interleaved(cases, repeats), checks
 

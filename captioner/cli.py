@@ -11,8 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from captioner.decoding import BATCH_SIZE, caption_images
-from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, load_model
+from captioner.decoding import BATCH_SIZE, Guide, caption_images, point_map, prefix_ids
+from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, QUANTIZE_CHOICES, load_model
 from captioner.model import WeightsError
 from captioner.preprocess import ImageError, load_image
 from captioner.visualize import save_attention_grid
@@ -23,7 +23,8 @@ PERCENT_METRICS = {"objects_correct", "relations_correct", "relations_stated", "
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--weights, --revision and --device: how `caption` and `evaluate` find and place a model."""
+    """--weights, --revision, --device and --quantize: how `caption` and `evaluate` find and
+    place a model, and how they decode."""
     parser.add_argument("--weights", default=None, metavar="DIR_OR_REPO_ID",
                         help=f"model folder or Hub repo id (default: bundled "
                              f"{BUNDLED_WEIGHTS.name}/)")
@@ -35,6 +36,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="longest caption, in words (default: 20)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help=f"images captioned together (default: {BATCH_SIZE})")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                        help="int8 decoder, CPU only; README gives what it costs in accuracy "
+                             "(default: none, fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the image and every word's attention; with several images, "
                           "OUT-<image name>.png for each (OUT-<folder>-<name>.png when names "
                           "repeat)")
+    cap.add_argument("--top-k", type=int, default=0, metavar="K",
+                     help="with --json: for every word, the K most likely words at that step "
+                          "('alternatives', [{word, prob}]) and its gate (0-1: how much of "
+                          "the attended image it used) (default: 0, none)")
+    cap.add_argument("--prefix", default="", metavar='"WORDS"',
+                     help='force the caption to start with these words, e.g. "a small blue" '
+                          "(default: none)")
+    cap.add_argument("--look-here", action="append", default=[], type=look_here,
+                     metavar="WORD:X,Y",
+                     help="at word number WORD (1-based) look at the point X,Y (fractions of "
+                          "the image width and height, 0-1; 0,0 is the top left) instead of "
+                          "where the model would look, then go on decoding; repeatable "
+                          "(default: none)")
 
     ev = commands.add_parser(
         "evaluate", help="score a model without teacher forcing on a dataset's test split",
@@ -101,10 +118,26 @@ def open_model(args, problem: str | None = None):
     if problem:
         return None, problem
     try:
-        return load_model(args.weights, device=args.device, revision=args.revision), None
+        return load_model(args.weights, device=args.device, revision=args.revision,
+                          quantize=args.quantize), None
     except ValueError as e:  # WeightsError is a ValueError too
         prefix = "cannot load weights: " if isinstance(e, WeightsError) else ""
         return None, f"{prefix}{e}"
+
+
+def look_here(value: str) -> tuple[int, float, float]:
+    """WORD:X,Y -> (0-based word position, x, y); argparse reports the ValueError text."""
+    try:
+        word, point = value.split(":")
+        x, y = (float(v) for v in point.split(","))
+        position = int(word) - 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is not WORD:X,Y (e.g. 3:0.25,0.7)") from None
+    if position < 0 or not (0 <= x <= 1 and 0 <= y <= 1):
+        raise argparse.ArgumentTypeError(
+            f"'{value}': WORD counts from 1 and X,Y are fractions in [0, 1]")
+    return position, x, y
 
 
 def evaluate_command(args) -> int:
@@ -130,7 +163,8 @@ def evaluate_command(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     results = {"weights": str(args.weights or BUNDLED_WEIGHTS), "dataset": args.dataset,
-               "seed": args.seed if args.dataset == "scenes" else None, "images": len(test)}
+               "seed": args.seed if args.dataset == "scenes" else None, "images": len(test),
+               "quantize": args.quantize}
     for beam in args.beam_size:
         metrics = evaluate_split(model, test, beam_size=beam, max_len=args.max_len,
                                  batch_size=args.batch_size)
@@ -139,6 +173,12 @@ def evaluate_command(args) -> int:
         print(f"beam {beam}: " + ", ".join(
             f"{k} {v * 100:.1f} %" if k in PERCENT_METRICS and v is not None else f"{k} {v}"
             for k, v in shown.items()))
+        if metrics.get("steering") is not None:
+            print(f"steering (greedy): {metrics['steering'] * 100:.1f} % (chance "
+                  f"{metrics['steering_chance'] * 100:.1f} %, {metrics['steering_trials']} "
+                  f"trials) beside pointing {metrics['pointing'] * 100:.1f} % (chance "
+                  f"{metrics['pointing_chance'] * 100:.1f} %): the words follow where the "
+                  "model looks, not only co-occur with it")
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
     return 0
@@ -176,9 +216,19 @@ def grid_names(out: Path, inputs: list[Path]) -> dict[Path, Path]:
     return {p: out.with_name(f"{out.stem}-{stem}{suffix}") for p, stem in zip(inputs, stems)}
 
 
-def caption_record(path: Path, caption) -> dict:
-    return {"image": str(path), "caption": caption.text, "tokens": caption.tokens,
-            "score": round(caption.score, 4), "attention_shape": list(caption.attention.shape)}
+def caption_record(path: Path, caption, top_k: int = 0) -> dict:
+    """One --json line: the caption, and with --top-k the alternatives and gate of each word."""
+    record = {"image": str(path), "caption": caption.text, "tokens": caption.tokens,
+              "score": round(caption.score, 4), "attention_shape": list(caption.attention.shape),
+              "truncated": caption.truncated}
+    if top_k:
+        record["alternatives"] = [[{"word": w, "prob": round(p, 4)} for w, p in ranked]
+                                  for ranked in caption.alternatives]
+        record["gate"] = [round(float(g), 4) for g in caption.gate]
+    if caption.beams:
+        record["beams"] = [{"tokens": tokens, "score": round(score, 4)}
+                           for tokens, score in caption.beams]
+    return record
 
 
 def write_records(path: Path, records: list[dict]) -> None:
@@ -194,9 +244,19 @@ def write_records(path: Path, records: list[dict]) -> None:
 
 def caption_command(args) -> int:
     bad_output = args.output and args.output.suffix.lower() not in (".jsonl", ".csv")
-    model, error = open_model(args, "--output must end in .jsonl or .csv" if bad_output else None)
+    problem = ("--output must end in .jsonl or .csv" if bad_output
+               else "--top-k must be 0 or more" if args.top_k < 0 else None)
+    model, error = open_model(args, problem)
     if error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    centres = model.encoder.cell_centres()
+    guide = Guide(prefix=args.prefix, attention={
+        position: point_map(centres, x, y) for position, x, y in args.look_here})
+    try:
+        prefix_ids(model.vocab, guide.prefix)
+    except ValueError as e:
+        print(f"error: --prefix: {e}", file=sys.stderr)
         return 2
     inputs, errors = expand_inputs(args.images)
     for message in errors:
@@ -211,11 +271,11 @@ def caption_command(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             errors.append(str(e))
     captions = caption_images(model, images, beam_size=args.beam_size, max_len=args.max_len,
-                              batch_size=args.batch_size) if images else []
-    centres = model.encoder.cell_centres()
+                              batch_size=args.batch_size, top_k=args.top_k,
+                              guide=guide) if images else []
     records = []
     for path, image, caption in zip(paths, images, captions):
-        records.append(caption_record(path, caption))
+        records.append(caption_record(path, caption, args.top_k))
         print(json.dumps(records[-1]) if args.json else f"{path}: {caption.text}")
         if args.attention_grid:
             save_attention_grid(grids[path], image, caption.tokens, caption.attention, centres,

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from captioner.decoding import BATCH_SIZE, Caption, decode, images_to_batch
+from captioner.decoding import BATCH_SIZE, Caption, Guide, box_map, decode, images_to_batch
 from captioner.preprocess import to_rgb
-from captioner.scenes import caption_correctness
+from captioner.scenes import COLORS, caption_correctness
 from captioner.visualize import upsample_attention
 from captioner.vocab import tokenize
 
@@ -71,12 +72,12 @@ def caption_metrics(references: list[list[str]], hypotheses: list[str], *,
     return {k: (round(float(v), 2) if not isinstance(v, list) else v) for k, v in scores.items()}
 
 
-def pointing_game(caption: Caption, objects: list[dict], width: int, height: int,
-                  centres: np.ndarray, tolerance: float) -> tuple[list[bool], list[float]]:
+def pointing_words(caption: Caption, objects: list[dict], width: int, height: int,
+                   centres: np.ndarray, tolerance: float) -> list[dict]:
     """For every named object, at its colour word and at its shape word: is the peak of the
-    upsampled attention inside the object's box widened by `tolerance` pixels? Returns the hits
-    and, for the same boxes, the chance a uniformly random peak would hit."""
-    hits, chance = [], []
+    upsampled attention inside the object's box widened by `tolerance` pixels? One dict per
+    word: its index, the object's index, `hit`, and the chance a uniformly random peak hits."""
+    words = []
     result = caption_correctness(caption.tokens, objects)
     for mention, match in zip(result["parsed"].mentions, result["matches"]):
         if match is None:
@@ -89,9 +90,74 @@ def pointing_game(caption: Caption, objects: list[dict], width: int, height: int
                 continue
             heat = upsample_attention(caption.attention[index], width, height, centres)
             y, x = np.unravel_index(np.argmax(heat), heat.shape)
-            hits.append(bool(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1))
-            chance.append((x1 - x0) * (y1 - y0) / (width * height))
-    return hits, chance
+            words.append({"word_index": index, "object": match,
+                          "hit": bool(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1),
+                          "chance": (x1 - x0) * (y1 - y0) / (width * height)})
+    return words
+
+
+def pointing_game(caption: Caption, objects: list[dict], width: int, height: int,
+                  centres: np.ndarray, tolerance: float) -> tuple[list[bool], list[float]]:
+    """`pointing_words` as two lists: the hits and their chance rates."""
+    words = pointing_words(caption, objects, width, height, centres, tolerance)
+    return [w["hit"] for w in words], [w["chance"] for w in words]
+
+
+@dataclass
+class SteeringTrial:
+    """At `position` (A's colour word) look at object B's box: does the model say `expected`?"""
+
+    image: int
+    guide: Guide
+    position: int
+    expected: str
+
+
+def steering_trials(model, captions: list[Caption], objects: list[list[dict]],
+                    image_size: int) -> list[SteeringTrial]:
+    """One trial per scene with objects of at least two colours whose greedy caption names a
+    scene object A with its colour (first mention): keep the caption's words before A's colour
+    word, and at that word put all attention evenly on the first object B of another colour."""
+    centres = model.encoder.cell_centres()
+    trials = []
+    for i, (caption, objs) in enumerate(zip(captions, objects)):
+        result = caption_correctness(caption.tokens, objs)
+        first = next(((m, k) for m, k in zip(result["parsed"].mentions, result["matches"])
+                      if k is not None and m.color_index is not None), None)
+        if first is None:
+            continue
+        mention, a = first
+        other = next((o for o in objs if o["color"] != objs[a]["color"]), None)
+        if other is None:
+            continue
+        box = [v / image_size for v in other["box"]]
+        position = mention.color_index
+        guide = Guide(prefix=caption.tokens[:position],
+                      attention={position: box_map(centres, box)})
+        trials.append(SteeringTrial(i, guide, position, other["color"]))
+    return trials
+
+
+@torch.inference_mode()
+def steered_words(model, features: torch.Tensor, captions: list[Caption],
+                  objects: list[list[dict]]) -> list[bool]:
+    """Run the steering trials of one batch of scenes (encoded as `features`, with their greedy
+    `captions`): for each, did the model say B's colour?"""
+    trials = steering_trials(model, captions, objects, model.config.image_size)
+    if not trials:
+        return []
+    index = torch.tensor([t.image for t in trials], device=features.device)
+    steered = decode(model, features[index], beam_size=1,
+                     max_len=max(t.position for t in trials) + 1,
+                     guide=[t.guide for t in trials])
+    return [len(c.tokens) > t.position and c.tokens[t.position] == t.expected
+            for c, t in zip(steered, trials)]
+
+
+def steering_summary(said: list[bool]) -> dict:
+    """Steering accuracy beside chance (a colour picked at random from the scenes palette)."""
+    return {"steering": round(float(np.mean(said)), 4) if said else None,
+            "steering_chance": round(1 / len(COLORS), 4), "steering_trials": len(said)}
 
 
 def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size: int,
@@ -127,22 +193,41 @@ def objects_of(value) -> list[dict]:
     return json.loads(value) if isinstance(value, str) else value
 
 
-@torch.inference_mode()
-def generate_for_split(model, split, *, beam_size: int, max_len: int, batch_size: int = BATCH_SIZE,
-                       features=None, desc: str = "decoding") -> list[Caption]:
-    """Captions for every image of a dataset split (from cached features when given)."""
+def split_features(model, split, *, batch_size: int = 64, features=None, desc: str = "decoding"):
+    """(start, encoded batch) over a dataset split, from cached features when given."""
     model.eval()
     device = next(model.parameters()).device
-    captions: list[Caption] = []
     for start in tqdm(range(0, len(split), batch_size), desc=desc, leave=False):
         stop = min(start + batch_size, len(split))
         if features is not None:
-            batch = torch.from_numpy(np.array(features[start:stop])).to(device).float()
+            yield start, torch.from_numpy(np.array(features[start:stop])).to(device).float()
         else:
             images = [to_rgb(row["image"]) for row in split.select(range(start, stop))]
-            batch = model.encode(images_to_batch(model, images))
+            yield start, model.encode(images_to_batch(model, images))
+
+
+@torch.inference_mode()
+def generate_for_split(model, split, *, beam_size: int, max_len: int,
+                       batch_size: int = BATCH_SIZE, features=None,
+                       desc: str = "decoding") -> list[Caption]:
+    """Captions for every image of a dataset split (from cached features when given)."""
+    captions: list[Caption] = []
+    for _, batch in split_features(model, split, batch_size=batch_size, features=features,
+                                   desc=desc):
         captions += decode(model, batch, beam_size=beam_size, max_len=max_len)
     return captions
+
+
+@torch.inference_mode()
+def steering_for_split(model, split, greedy_captions: list[Caption], objects: list[list[dict]],
+                       *, batch_size: int = BATCH_SIZE, features=None) -> dict:
+    """Steering accuracy over a scenes split, given its greedy captions."""
+    said = []
+    for start, batch in split_features(model, split, batch_size=batch_size, features=features,
+                                       desc="steering"):
+        stop = start + len(batch)
+        said += steered_words(model, batch, greedy_captions[start:stop], objects[start:stop])
+    return steering_summary(said)
 
 
 def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: int = BATCH_SIZE,
@@ -162,6 +247,9 @@ def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: in
         cfg = model.config
         metrics.update(scene_metrics(captions, objects, cfg.image_size,
                                      model.encoder.cell_centres(), cfg.grid_size))
+        if full and beam_size == 1:  # steering starts from the model's own greedy caption
+            metrics.update(steering_for_split(model, split, captions, objects,
+                                              batch_size=batch_size, features=features))
     metrics["examples"] = [{"caption": c.text, "references": r[:2]}
                            for c, r in zip(captions[:5], references[:5])]
     return metrics

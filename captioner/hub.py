@@ -96,14 +96,38 @@ def resolve_device(name: str | None = "auto") -> str:
     raise ValueError(f"unknown device '{name}': use {DEVICE_CHOICES}")
 
 
+QUANTIZE_CHOICES = ("int8",)
+
+
+def quantize_decoder(model: Captioner) -> Captioner:
+    """Dynamic int8 weights for the decoder's Linear and LSTMCell layers (CPU only; the
+    encoder has neither, so it stays fp32). torch 2.14 deprecates this API in favour of
+    torchao, which is not installed here: its warnings are silenced, not ignored."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTMCell},
+                                                      dtype=torch.qint8)
+
+
 def load_model(source: str | Path | None = None, device: str | None = "cpu",
-               revision: str | None = None) -> Captioner:
+               revision: str | None = None, quantize: str | None = None) -> Captioner:
     """Load a trained captioner strictly from a folder or Hub repo id (default: bundled; Hub
-    repos at `revision`), onto `device` (see `resolve_device`; "auto" picks a GPU if any)."""
+    repos at `revision`), onto `device` (see `resolve_device`; "auto" picks a GPU if any);
+    `quantize="int8"` makes the decoder int8 (CPU only; see benchmarks/quantization.py)."""
+    if quantize not in (None, *QUANTIZE_CHOICES):
+        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}")
     device = resolve_device(device)
+    if quantize and device != "cpu":
+        raise ValueError(f"int8 decoding runs on the CPU only, not on '{device}'")
     model_dir = resolve_model_dir(source, revision)
     config = read_config(model_dir)  # validated, unknown keys dropped: build from this one
-    return Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
+    model = Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
+    return quantize_decoder(model) if quantize else model
 
 
 def read_metrics(model_dir: Path) -> dict:
@@ -122,13 +146,14 @@ FRACTION_METRICS = [("objects_correct", "all objects right"),
                     ("relations_stated", "relation stated"),
                     ("pointing", "pointing ±1 cell"), ("pointing_chance", "chance ±1 cell"),
                     ("pointing_strict", "pointing in box"),
-                    ("pointing_strict_chance", "chance in box")]
+                    ("pointing_strict_chance", "chance in box"),
+                    ("steering", "steering (greedy)"), ("steering_chance", "chance (steering)")]
 BEAMS = ("beam1", "beam3")
 
 
 def metrics_table(metrics: dict) -> str:
     """Markdown table of test metrics at each beam size, all on one 0-100 scale: caption
-    metrics as pycocoevalcap x 100, exact content and pointing as percentages."""
+    metrics as pycocoevalcap x 100, exact content, pointing and steering as percentages."""
     names = [(k, label, 1) for k, label, _ in CAPTION_METRICS] + [
         (k, f"{label} (%)", 100) for k, label in FRACTION_METRICS]
     beams = [k for k in BEAMS if k in metrics]
@@ -239,6 +264,10 @@ POINTING_GAME = (
     "attention map inside the object's box widened by one grid cell (*±1 cell*), or inside "
     "the box itself (*in box*)? *Chance* is the hit rate of a uniformly random peak for the "
     "same boxes.")
+STEERING = (
+    "**Steering**: at the colour word of a named object, attention is forced onto another "
+    "object's box; how often the model then says that object's colour (chance: 1 / number of "
+    "colours). The words follow where the model looks, not only co-occur with it.")
 POINTING_DESIGN = (
     "What made attention point: a ResNet18 cut after stage 2 (local receptive fields, one cell "
     "per 8 pixels), coordinate channels on the feature grid, the attended context fed to the "
@@ -247,13 +276,16 @@ POINTING_DESIGN = (
 
 
 def pointing_note(metrics: dict) -> str:
-    """The pointing game's definition when it was measured; the design that made attention
-    point only when this run's attention beat chance at every beam size."""
+    """The pointing game's definition when it was measured (and steering's, when that was);
+    the design that made attention point only when this run's attention beat chance at every
+    beam size."""
     measured = [metrics[b] for b in BEAMS if metrics.get(b, {}).get("pointing") is not None]
     if not measured:
         return ""
     pointed = all(m["pointing"] > m["pointing_chance"] for m in measured)
-    return "\n\n" + POINTING_GAME + ("\n\n" + POINTING_DESIGN if pointed else "")
+    steered = any(metrics.get(b, {}).get("steering") is not None for b in BEAMS)
+    return ("\n\n" + POINTING_GAME + ("\n\n" + STEERING if steered else "")
+            + ("\n\n" + POINTING_DESIGN if pointed else ""))
 
 
 def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,

@@ -139,8 +139,12 @@ class Attention(nn.Module):
         """`projected` = feature_proj(features), computed once per image, not once per word."""
         energy = self.score(torch.tanh(projected + self.hidden_proj(hidden).unsqueeze(1)))
         alpha = energy.squeeze(2).softmax(dim=1)
-        context = (alpha.unsqueeze(2) * features).sum(dim=1)
-        return context, alpha
+        return self.read(alpha, features), alpha
+
+    @staticmethod
+    def read(alpha, features):
+        """The context vector: the grid averaged with weights `alpha` (B, P)."""
+        return (alpha.unsqueeze(2) * features).sum(dim=1)
 
 
 @dataclass
@@ -195,18 +199,28 @@ class Captioner(
         state = DecoderState(torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
         return state, self.attention.feature_proj(features)
 
-    def advance(self, words, state: DecoderState, features, projected):
+    def advance(self, words, state: DecoderState, features, projected, override=None):
         """Attend, gate and update the LSTM for one word; returns the classifier's input
-        (B, hidden + feature), the new state and the attention weights (B, P)."""
-        context, alpha = self.attention(features, projected, state.h)
-        context = torch.sigmoid(self.gate(state.h)) * context
-        h, c = self.lstm(torch.cat([self.embedding(words), context], dim=1), (state.h, state.c))
-        return torch.cat([h, context], dim=1), DecoderState(h, c), alpha
+        (B, hidden + feature), the new state, the attention weights (B, P) and the gate
+        (B, feature): how much of the attended context the word uses.
 
-    def step(self, words, state: DecoderState, features, projected):
-        """One word: returns logits (B, V), the new state and the attention weights (B, P)."""
-        output, state, alpha = self.advance(words, state, features, projected)
-        return self.classifier(self.dropout(output)), state, alpha
+        `override` = (rows (B,) bool, maps (B, P)) puts the given attention in place of the
+        model's own on the marked rows, to ask "what would you say looking *here*?"."""
+        context, alpha = self.attention(features, projected, state.h)
+        if override is not None:
+            rows, maps = override
+            alpha = torch.where(rows.unsqueeze(1), maps.to(alpha.dtype), alpha)
+            context = self.attention.read(alpha, features)
+        gate = torch.sigmoid(self.gate(state.h))
+        context = gate * context
+        h, c = self.lstm(torch.cat([self.embedding(words), context], dim=1), (state.h, state.c))
+        return torch.cat([h, context], dim=1), DecoderState(h, c), alpha, gate
+
+    def step(self, words, state: DecoderState, features, projected, override=None):
+        """One word: returns logits (B, V), the new state, the attention weights (B, P) and
+        the gate (B, feature); `override` as in `advance`."""
+        output, state, alpha, gate = self.advance(words, state, features, projected, override)
+        return self.classifier(self.dropout(output)), state, alpha, gate
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor):
         """Teacher forcing: captions (B, L) start with <start>; returns logits and alphas for
@@ -215,7 +229,7 @@ class Captioner(
         state, projected = self.init_state(features)
         outputs, alphas = [], []
         for t in range(captions.shape[1] - 1):
-            output, state, alpha = self.advance(captions[:, t], state, features, projected)
+            output, state, alpha, _ = self.advance(captions[:, t], state, features, projected)
             outputs.append(output)
             alphas.append(alpha)
         return self.classifier(self.dropout(torch.stack(outputs, 1))), torch.stack(alphas, 1)

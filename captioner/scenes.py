@@ -187,7 +187,7 @@ def _sample_objects(rng: np.random.Generator, image_size: int) -> list[SceneObje
             return [objects[i] for i in rng.permutation(count)]
 
 
-def _background(rng: np.random.Generator, image_size: int) -> np.ndarray:
+def draw_background(rng: np.random.Generator, image_size: int) -> np.ndarray:
     """A desaturated base tone with a gentle linear gradient and light noise."""
     base = rng.uniform(105, 185)
     tint = rng.uniform(-12, 12, size=3)
@@ -272,11 +272,55 @@ def render_scene(rng: np.random.Generator, image_size: int = 64) -> Scene:
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
     objects = _sample_objects(rng, image_size)
-    image = Image.fromarray(_background(rng, image_size), "RGB")
+    return draw_scene(objects, draw_background(rng, image_size))
+
+
+def draw_scene(objects: Sequence[SceneObject], background: np.ndarray) -> Scene:
+    """Paint ``objects`` on a (S, S, 3) uint8 ``background`` and describe them; used by
+    ``render_scene`` and by the scene lab's hand-made scenes."""
+    image = Image.fromarray(background, "RGB")
     for obj in objects:
         x0, y0, x1, _ = obj.box
         image.paste(COLORS[obj.color], (x0, y0), _shape_mask(obj.shape, x1 - x0))
-    return Scene(image=image, objects=objects, captions=make_captions(objects))
+    return Scene(image=image, objects=list(objects), captions=make_captions(objects))
+
+
+def objects_from_specs(specs: Sequence[Mapping], image_size: int = 64) -> list[SceneObject]:
+    """Hand-made objects for a scene: each spec has ``shape``, ``color``, ``size`` and
+    ``position`` (the object's centre as x, y fractions of the image side). The width is the
+    middle of the size's range, as in the dataset. Raises ValueError, naming the problem, for
+    an unknown shape/colour/size, more than three objects, a repeated object, an object that
+    does not fit inside the image, or objects that overlap or touch."""
+    if not 1 <= len(specs) <= MAX_OBJECTS:
+        raise ValueError(f"a scene has 1 to {MAX_OBJECTS} objects, got {len(specs)}")
+    margin = max(2, image_size // 32)
+    objects: list[SceneObject] = []
+    for n, spec in enumerate(specs, 1):
+        shape, color, size = spec.get("shape"), spec.get("color"), spec.get("size")
+        for name, value, allowed in (("shape", shape, SHAPES), ("color", color, tuple(COLORS)),
+                                     ("size", size, SIZES)):
+            if value not in allowed:
+                raise ValueError(f"object {n}: unknown {name} {value!r}; use one of {allowed}")
+        try:
+            x, y = (float(v) for v in spec["position"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"object {n}: position must be (x, y) fractions of the image "
+                             f"side, got {spec.get('position')!r}") from None
+        width = int(round(image_size * sum(SIZE_RANGES[size]) / 2))
+        x0, y0 = int(round(x * image_size - width / 2)), int(round(y * image_size - width / 2))
+        box = [x0, y0, x0 + width, y0 + width]
+        if x0 < 0 or y0 < 0 or box[2] > image_size or box[3] > image_size:
+            raise ValueError(f"object {n} ({size} {color} {shape}) at ({x:.2f}, {y:.2f}) does "
+                             "not fit inside the image; move it towards the centre")
+        for m, other in enumerate(objects, 1):
+            if (other.size, other.color, other.shape) == (size, color, shape):
+                raise ValueError(f"objects {m} and {n} are both a {size} {color} {shape}; "
+                                 "scenes never repeat an object")
+            if not _boxes_clear(box, other.box, margin):
+                raise ValueError(f"object {n} ({size} {color} {shape}) overlaps object {m} "
+                                 f"({other.description}); move them apart")
+        objects.append(SceneObject(shape, color, size, box))
+    return objects
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,10 +572,13 @@ __all__ = [
     "Scene",
     "SceneObject",
     "caption_correctness",
+    "draw_background",
+    "draw_scene",
     "generate_scenes",
     "make_captions",
     "match_mentions",
     "parse_caption",
+    "objects_from_specs",
     "relation_between",
     "render_scene",
     "scene_rng",

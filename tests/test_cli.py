@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ def images(tmp_path):
 
 def check_json_line(line, image, grid):
     record = json.loads(line)
-    assert set(record) == {"image", "caption", "tokens", "score", "attention_shape"}
+    base = {"image", "caption", "tokens", "score", "attention_shape", "truncated"}
+    assert base <= set(record) <= base | {"beams", "alternatives", "gate"}
     assert record["image"] == str(image)
     assert record["caption"] == " ".join(record["tokens"])
     assert isinstance(record["score"], float | int) and record["score"] <= 0
@@ -221,3 +223,32 @@ def test_every_option_has_help_with_its_default():
             assert action.help, (command, action.dest)
             if action.default not in (None, False) and action.dest != "help":
                 assert "default" in action.help, (command, action.dest)
+
+
+def test_questioning_flags_end_to_end():
+    """--top-k, --prefix and --look-here on the bundled model, through the real command."""
+    result = run_cli(ROOT / "examples/scene-1.png", "--json", "--top-k", "3", "--prefix",
+                     "a small blue", "--look-here", "5:0.5,0.5", "--beam-size", "2")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    tokens = record["tokens"]
+    assert tokens[:3] == ["a", "small", "blue"] and record["truncated"] is False
+    assert len(record["alternatives"]) == len(record["gate"]) == len(tokens)
+    for ranked in record["alternatives"]:
+        assert len(ranked) == 3 and all(0 <= r["prob"] <= 1 for r in ranked)
+        assert [r["prob"] for r in ranked] == sorted((r["prob"] for r in ranked), reverse=True)
+    assert all(0 <= g <= 1 for g in record["gate"])
+    assert record["beams"][0] == {"tokens": tokens, "score": record["score"]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prefix", "a pink"], "'pink'"),
+    (["--look-here", "0:0.5,0.5"], "counts from 1"),
+    (["--look-here", "2:1.5,0.5"], "fractions"),
+    (["--look-here", "two"], "WORD:X,Y"),
+    (["--top-k", "-1"], "--top-k"),
+])
+def test_questioning_flags_reject_bad_values(images, capsys, args, message):
+    with pytest.raises(SystemExit) if "--look-here" in args else nullcontext():
+        assert cli.main(["caption", str(images[0]), *args]) == 2
+    assert message in capsys.readouterr().err

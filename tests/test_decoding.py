@@ -5,7 +5,16 @@ import pytest
 import torch
 from PIL import Image
 
-from captioner.decoding import Caption, beam_search, caption_images, decode, greedy
+from captioner.decoding import (
+    Caption,
+    Guide,
+    beam_search,
+    box_map,
+    caption_images,
+    decode,
+    greedy,
+    point_map,
+)
 
 
 def features_for(model, n, seed=0):
@@ -181,9 +190,9 @@ class BigramModel:
         zeros = torch.zeros(features.shape[0], 1)
         return DecoderState(zeros, zeros), features
 
-    def step(self, words, state, features, projected):
+    def step(self, words, state, features, projected, override=None):
         alpha = torch.full(features.shape[:2], 1 / features.shape[1])
-        return self.logits[words], state, alpha
+        return self.logits[words], state, alpha, torch.ones(len(words), 1)
 
 
 def test_beam_search_does_not_stop_on_a_pool_of_early_junk():
@@ -204,3 +213,141 @@ def test_beam_search_does_not_stop_on_a_pool_of_early_junk():
         assert caption.tokens == ["a", "red", "square"], k
         assert caption.score == pytest.approx(expected.score)
         assert caption.attention.shape == (3, 2, 2)
+
+
+# --- questioning the model: alternatives, gate, beams, forced prefix, "look here" ---
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_alternatives_and_gate_per_word(make_model, beam_size):
+    model = make_model(seed=4)
+    captions = decode(model, features_for(model, 3), beam_size=beam_size, max_len=6, top_k=4)
+    for caption in captions:
+        assert len(caption.alternatives) == len(caption.gate) == len(caption.tokens)
+        assert ((caption.gate >= 0) & (caption.gate <= 1)).all()
+        for word, ranked in zip(caption.tokens, caption.alternatives):
+            probs = [p for _, p in ranked]
+            assert len(ranked) == 4 and all(0 <= p <= 1 for p in probs)
+            assert probs == sorted(probs, reverse=True)
+            if beam_size == 1:  # greedy picks the most likely word
+                assert ranked[0][0] == word
+
+
+def test_alternatives_are_the_distribution_that_chose_the_word(make_model):
+    """Teacher-forced probabilities of each word agree with the alternatives' figure."""
+    model = make_model(seed=4)
+    features = features_for(model, 1)
+    (caption,) = decode(model, features, beam_size=1, max_len=6, top_k=len(model.vocab))
+    ids = [model.vocab.start_id] + [model.vocab.index[w] for w in caption.tokens]
+    with torch.no_grad():
+        logits, _ = model(features, torch.tensor([ids]))
+    probs = logits[0].softmax(dim=1)
+    for t, word in enumerate(caption.tokens):
+        assert dict(caption.alternatives[t])[word] == pytest.approx(
+            probs[t, model.vocab.index[word]].item(), abs=1e-5)
+
+
+def test_beams_list_every_finished_hypothesis_best_first(make_model):
+    model = make_model(seed=5)
+    for caption in decode(model, features_for(model, 3), beam_size=3, max_len=6):
+        assert caption.beams and caption.beams[0] == (caption.tokens, caption.score)
+        scores = [s for _, s in caption.beams]
+        assert scores == sorted(scores, reverse=True)
+    greedy_caption = decode(model, features_for(model, 1), beam_size=1, max_len=6)[0]
+    assert greedy_caption.beams == []
+
+
+def test_truncated_flag(make_model):
+    model = make_model(seed=2)
+    with torch.no_grad():
+        model.classifier.bias[model.vocab.end_id] = -1e4  # never ends
+    for beam_size in (1, 2):
+        (caption,) = decode(model, features_for(model, 1), beam_size=beam_size, max_len=4)
+        assert caption.truncated and len(caption.tokens) == 4
+    with torch.no_grad():
+        model.classifier.bias[model.vocab.end_id] = 1e4  # ends at once
+    for beam_size in (1, 2):
+        (caption,) = decode(model, features_for(model, 1), beam_size=beam_size, max_len=4)
+        assert not caption.truncated and caption.tokens == []
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_own_caption_as_prefix_reproduces_it(make_model, beam_size):
+    model = make_model(seed=6)
+    features = features_for(model, 3)
+    captions = decode(model, features, beam_size=beam_size, max_len=8, top_k=3)
+    guides = [Guide(prefix=c.tokens) for c in captions]
+    forced = decode(model, features, beam_size=beam_size, max_len=8, top_k=3, guide=guides)
+    for c, f in zip(captions, forced):
+        assert f.tokens == c.tokens and f.score == pytest.approx(c.score, abs=1e-6)
+        np.testing.assert_allclose(f.attention, c.attention, atol=1e-6)
+        np.testing.assert_allclose(f.gate, c.gate, atol=1e-6)
+        for ranked_f, ranked_c in zip(f.alternatives, c.alternatives, strict=True):
+            assert [w for w, _ in ranked_f] == [w for w, _ in ranked_c]
+            assert [p for _, p in ranked_f] == pytest.approx([p for _, p in ranked_c])
+
+
+@pytest.mark.parametrize("beam_size", [1, 2])
+def test_forced_prefix_words_come_first_and_are_traced(make_model, beam_size):
+    model = make_model(seed=7)
+    (caption,) = decode(model, features_for(model, 1), beam_size=beam_size, max_len=6, top_k=2,
+                        guide=Guide(prefix="the blue circle"))
+    assert caption.tokens[:3] == ["the", "blue", "circle"]
+    assert len(caption.attention) == len(caption.gate) == len(caption.alternatives) \
+        == len(caption.tokens)
+    assert np.allclose(caption.attention.sum(axis=(1, 2)), 1.0, atol=1e-5)
+
+
+def test_prefix_word_outside_the_vocabulary_is_named(tiny_model):
+    with pytest.raises(ValueError, match="'zebra'"):
+        decode(tiny_model, features_for(tiny_model, 1), beam_size=1,
+               guide=Guide(prefix="a zebra"))
+    with pytest.raises(ValueError, match="<end>"):
+        decode(tiny_model, features_for(tiny_model, 1), beam_size=2,
+               guide=Guide(prefix=["a", "<end>"]))
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_overriding_with_own_attention_reproduces_the_caption(make_model, beam_size):
+    model = make_model(seed=8)
+    features = features_for(model, 2)
+    captions = decode(model, features, beam_size=beam_size, max_len=7)
+    guides = [Guide(attention=dict(enumerate(c.attention))) for c in captions]
+    again = decode(model, features, beam_size=beam_size, max_len=7, guide=guides)
+    for c, a in zip(captions, again):
+        assert a.tokens == c.tokens
+        np.testing.assert_allclose(a.attention, c.attention, atol=1e-6)
+
+
+def test_look_here_map_is_used_and_changes_the_context(make_model):
+    model = make_model(seed=9)
+    features = features_for(model, 1)
+    centres = model.encoder.cell_centres()
+    corner = point_map(centres, 0.0, 0.0)
+    (caption,) = decode(model, features, beam_size=1, max_len=5, top_k=3,
+                        guide=Guide(attention={0: corner}))
+    np.testing.assert_allclose(caption.attention[0], corner, atol=1e-6)
+    (plain,) = decode(model, features, beam_size=1, max_len=5, top_k=3)
+    assert caption.alternatives[0] != plain.alternatives[0]
+
+
+def test_look_here_maps_land_on_the_true_cell_centres():
+    centres = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    heat = point_map(centres, 0.7, 0.3)
+    assert heat.shape == (5, 5) and heat.sum() == pytest.approx(1)
+    assert np.unravel_index(heat.argmax(), heat.shape) == (1, 3)  # (row = y, column = x)
+    box = box_map(centres, (0.25, 0.45, 0.75, 0.95))  # centres 0.3..0.7 in x, 0.5..0.9 in y
+    assert set(zip(*np.nonzero(box))) == {(r, c) for r in (2, 3, 4) for c in (1, 2, 3)}
+    assert np.allclose(box[box > 0], 1 / 9)
+    tiny = box_map(centres, (0.62, 0.0, 0.68, 0.05))  # between centres: the nearest cell
+    assert list(zip(*np.nonzero(tiny))) == [(0, 3)]
+    with pytest.raises(ValueError, match="inside the image"):
+        point_map(centres, 1.2, 0.5)
+    with pytest.raises(ValueError, match="x0 < x1"):
+        box_map(centres, (0.5, 0.5, 0.4, 0.6))
+
+
+def test_bad_look_here_map_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="non-negative"):
+        decode(tiny_model, features_for(tiny_model, 1), beam_size=1,
+               guide=Guide(attention={0: np.zeros(3)}))
