@@ -185,27 +185,49 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_push_to_hub_uses_token_without_leaking_it(scenes, tmp_path, monkeypatch, capsys):
-    """Hub client patched (no network): the folder is uploaded, the token never printed or
-    written to any file of the output folder."""
+    """Hub client patched (no network): both calls would authenticate with the HF_TOKEN
+    (the Authorization header the client itself builds), exactly the model files are
+    uploaded (the upload's own allow/ignore patterns applied to the folder: no checkpoint, no
+    log), and the token is never printed nor written to any file."""
+    from huggingface_hub.utils import filter_repo_objects
+
     secret = "hf_SECRETtoken1234567890"
     monkeypatch.setenv("HF_TOKEN", secret)
     monkeypatch.chdir(tmp_path)
-    uploaded = {}
+    auth, uploaded = {}, {}
+
+    def fake_create_repo(self, repo_id, **kwargs):
+        auth["create_repo"] = self._build_hf_headers(token=kwargs.get("token")).get(
+            "authorization")
+        return mock.Mock(repo_id=repo_id)
 
     def fake_upload_folder(self, *, folder_path, repo_id, **kwargs):
-        uploaded.update(repo_id=repo_id, files=sorted(os.listdir(folder_path)),
-                        patterns=kwargs.get("allow_patterns"))
+        auth["upload_folder"] = self._build_hf_headers(token=kwargs.get("token")).get(
+            "authorization")
+        folder = Path(folder_path)
+        present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        sent = filter_repo_objects(present, allow_patterns=kwargs.get("allow_patterns"),
+                                   ignore_patterns=kwargs.get("ignore_patterns"))
+        uploaded.update(repo_id=repo_id, present=present,
+                        files={name: (folder / name).read_bytes() for name in sent})
         return mock.Mock(repo_url=f"https://huggingface.co/{repo_id}")
 
-    with mock.patch("huggingface_hub.HfApi.create_repo") as create, \
+    with mock.patch("huggingface_hub.HfApi.create_repo", fake_create_repo), \
             mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload_folder):
         out = tmp_path / "out"
         main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "1",
               "--cache-dir", str(tmp_path / "cache"), "--push-to-hub", "me/tiny", *TINY])
-    create.assert_called_once()
+    assert auth == {"create_repo": f"Bearer {secret}", "upload_folder": f"Bearer {secret}"}
     assert uploaded["repo_id"] == "me/tiny"
-    assert "checkpoint.safetensors" not in str(uploaded["patterns"])
+    # the folder holds what must stay local, so the filter below had something to keep out
+    assert {"checkpoint.safetensors", "log.jsonl"} <= set(uploaded["present"])
+    assert sorted(uploaded["files"]) == ["README.md", "attention_example.png", "config.json",
+                                         "metrics.json", "model.safetensors",
+                                         "training_curve.png"]
+    for name, data in uploaded["files"].items():
+        assert secret.encode() not in data, name
     captured = capsys.readouterr()
+    assert "pushed to https://huggingface.co/me/tiny" in captured.out
     assert secret not in captured.out + captured.err
     for path in out.rglob("*"):
         if path.is_file():
