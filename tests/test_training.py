@@ -108,7 +108,7 @@ def one_shape_scenes(tmp_path_factory) -> Path:
     """Scenes layout (PNG + metadata.jsonl with objects) where every image holds one small red
     circle somewhere and every caption says so: a tiny model learns the words in a few
     hundred steps, so its captions name the object and the pointing game has trials."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     root = tmp_path_factory.mktemp("one-shape") / "scenes"
     rng = np.random.default_rng(11)
