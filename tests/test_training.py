@@ -2,6 +2,7 @@
 the model card, pushing (with the Hub patched) and multi-process training with accelerate."""
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -15,8 +16,10 @@ import pytest
 from conftest import found_in, wait_for_line
 from PIL import Image
 
+from captioner import training
 from captioner.decoding import caption_images
 from captioner.hub import load_model, push_folder
+from captioner.model import Captioner
 from captioner.scenes import generate_scenes
 from captioner.training import main
 from captioner.visualize import upsample_attention
@@ -159,6 +162,55 @@ def test_scenes_training_reports_grounding(one_shape_scenes, tmp_path, monkeypat
             hits += x0 - 8 <= x + 0.5 <= x1 + 8 and y0 - 8 <= y + 0.5 <= y1 + 8
     assert beam1["pointing"] == round(hits / 32, 4)
     assert beam1["pointing_strict"] == round(strict / 32, 4)
+
+
+def weights_digest(state: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode() + state[name].detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_early_stopping_saves_only_improvements_and_selects_the_best(scenes, tmp_path,
+                                                                     monkeypatch):
+    """Validation BLEU-4 scripted to 10, 30, 20, 25, 40, 50 with --patience 2: training stops
+    after epoch 4 (two epochs without a better score), the model folder was written only at
+    epochs 1 and 2 and holds epoch 2's weights, and epoch 2 is the one reported as selected."""
+    scores = iter([10.0, 30.0, 20.0, 25.0, 40.0, 50.0])
+    real_evaluate, real_save = training.evaluate_split, Captioner.save
+
+    def scripted(model, split, **kwargs):
+        if kwargs.get("full", True):  # the test-split evaluation at the end stays real
+            return real_evaluate(model, split, **kwargs)
+        return {"bleu4": next(scores), "examples": []}
+
+    saved = []
+
+    def recording_save(self, path):
+        saved.append(weights_digest(self.state_dict()))
+        return real_save(self, path)
+
+    monkeypatch.setattr(training, "evaluate_split", scripted)
+    monkeypatch.setattr(Captioner, "save", recording_save)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "6", "--patience",
+          "2", "--cache-dir", str(tmp_path / "cache"), *TINY])
+    log = [json.loads(line) for line in (out / "log.jsonl").open()]
+    assert [row["epoch"] for row in log] == [1, 2, 3, 4]
+    assert [row.get("selected", False) for row in log] == [True, True, False, False]
+    assert len(saved) == 2 and saved[0] != saved[1]
+    assert weights_digest(load_model(out).state_dict()) == saved[1]
+    assert json.loads((out / "metrics.json").read_text())["selected_epoch"] == 2
+    assert "Selected epoch: 2 " in (out / "README.md").read_text()
+
+
+def test_selection_score():
+    """BLEU-4 alone for photos; on scenes the mean of BLEU-4 / 100, content and pointing."""
+    assert training.selection_score({"bleu4": 40.0}) == pytest.approx(0.4)
+    assert training.selection_score({"bleu4": 40.0, "pointing": None}) == pytest.approx(0.4)
+    assert training.selection_score({"bleu4": 60.0, "objects_correct": 0.5, "pointing": 0.7}) \
+        == pytest.approx(0.6)
 
 
 def run_training(args: list[str], cwd: Path, output: Path | None = None) -> subprocess.Popen:
