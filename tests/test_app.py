@@ -20,7 +20,7 @@ import app as app_module  # noqa: E402
 from captioner.demo import Demo  # noqa: E402
 from captioner.scenes import render_scene  # noqa: E402
 
-gradio_client = pytest.importorskip("gradio_client")
+import gradio_client  # noqa: E402  (a dependency: never skip the app tests)
 
 # gradio's own queue code trips pandas deprecation warnings; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword)")
