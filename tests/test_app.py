@@ -16,11 +16,11 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # app.py lives at the repository root
 
+import gradio_client  # noqa: E402  (a dependency: never skip the app tests)
+
 import app as app_module  # noqa: E402
 from captioner.demo import Demo  # noqa: E402
 from captioner.scenes import render_scene  # noqa: E402
-
-import gradio_client  # noqa: E402  (a dependency: never skip the app tests)
 
 # gradio's own queue code trips pandas deprecation warnings; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword)")
