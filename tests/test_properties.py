@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from captioner.decoding import beam_search, decode, greedy
@@ -16,13 +16,15 @@ from captioner.hub import load_model
 from captioner.model import Captioner
 from captioner.vocab import END, PAD, START, UNK, Vocabulary, tokenize
 
-FEW = settings(max_examples=12, deadline=None, derandomize=True)
+# No shrinking phase: a failure reports the example hypothesis found, at once.
+FEW = settings(max_examples=12, deadline=None, derandomize=True,
+               phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 models = st.fixed_dictionaries({
     "seed": st.integers(0, 2**16),
     "grid": st.integers(2, 5),
     # shifts how likely <end> is: from captions that stop at once to ones that never stop
-    "end_bias": st.sampled_from([-1e4, -2.0, 0.0, 0.5, 2.0, 1e4]),
+    "end_bias": st.sampled_from([-1e4, -2.0, 0.0, 0.5, 1.0, 1.5, 2.0, 1e4]),
     "images": st.integers(1, 3),
 })
 
@@ -36,10 +38,11 @@ def random_model_and_features(spec) -> tuple[Captioner, torch.Tensor]:
     return model, features
 
 
-@FEW
-@given(spec=models, max_len=st.integers(1, 10))
+@settings(FEW, max_examples=30)
+@given(spec=models, max_len=st.integers(1, 12))
 def test_beam_search_of_width_one_is_greedy(spec, max_len):
-    """beam_search(beam_size=1) is greedy decoding: same words, score and attention."""
+    """beam_search(beam_size=1) is greedy decoding: same words, score and attention (a raised
+    <end> bias often makes <end> the runner-up word, which must not end the search)."""
     model, features = random_model_and_features(spec)
     for g, b in zip(greedy(model, features, max_len=max_len),
                     beam_search(model, features, beam_size=1, max_len=max_len), strict=True):
