@@ -2,6 +2,7 @@
 
 import os
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -69,3 +70,10 @@ def wait_for_line(path, text: str, proc, timeout: float = 300) -> str:
 def found_in(path, pattern: str) -> list:
     """re.findall over a whole output file (stdout and stderr interleave, so not by line)."""
     return re.findall(pattern, Path(path).read_text(errors="replace"))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,7 +5,6 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from gradio
 
 import contextlib  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -17,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # app.py lives at the repository root
 
 import gradio_client  # noqa: E402  (a dependency: never skip the app tests)
+from conftest import free_port  # noqa: E402
 
 import app as app_module  # noqa: E402
 from captioner.demo import Demo  # noqa: E402
@@ -24,12 +24,6 @@ from captioner.scenes import render_scene  # noqa: E402
 
 # gradio's own queue code trips pandas deprecation warnings; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_model_dir(folder: Path) -> Path:

@@ -6,14 +6,13 @@ through the same torchrun launcher as GPUs, with the script's --cpu.)"""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import found_in, wait_for_line
+from conftest import found_in, free_port, wait_for_line
 
 from captioner.hub import load_model
 from tests.test_training import TINY, batches_run, rows
@@ -25,12 +24,6 @@ ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
 # Two processes average two per-process token means where one process averages all tokens of
 # the same 8 captions, and reduce in another order: close, not bit-identical.
 VAL_LOSS_TOLERANCE = 0.02  # relative
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(args: list[str], cwd: Path, processes: int, output: Path) -> subprocess.Popen:
