@@ -38,7 +38,7 @@ def random_model_and_features(spec) -> tuple[Captioner, torch.Tensor]:
     return model, features
 
 
-@settings(FEW, max_examples=30)
+@settings(FEW, max_examples=20)
 @given(spec=models, max_len=st.integers(1, 12))
 def test_beam_search_of_width_one_is_greedy(spec, max_len):
     """beam_search(beam_size=1) is greedy decoding: same words, score and attention (a raised
