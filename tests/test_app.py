@@ -188,6 +188,7 @@ def test_module_level_demo_is_built_from_the_environment(tmp_path, monkeypatch):
     assert loaded == [str(folder)]
 
 
+@pytest.mark.slow
 def test_refuses_to_start_without_usable_weights(tmp_path):
     broken = tiny_model_dir(tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"garbage")

@@ -84,6 +84,7 @@ def two_process_run(scenes_dir, tmp_path_factory) -> tuple[Path, Path]:
     return out, output
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(scenes_dir, two_process_run, tmp_path):
     """Two data-parallel processes (batch 4 each) give the validation losses of one process
     with batch 8, and leave a normal, loadable model folder."""
