@@ -464,15 +464,17 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     if cfg.resume:
         state = load_checkpoint(checkpoint, acc.unwrap_model(objective).model, optimizer,
                                 scheduler)
-        acc.print(f"resumed from {checkpoint} after epoch {state['epoch']}")
+        acc.print(f"resumed from {checkpoint} after epoch {state['epoch']}", flush=True)
     val_loader = torch.utils.data.DataLoader(
         Pairs(inputs["validation"], captions["validation"],
               epoch_pairs(captions["validation"], 0, cfg.seed, 0)), batch_size=cfg.batch_size)
 
+    batches_run = 0  # in this process and this run: a resumed run does not redo epochs
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             break
         started = time.time()
+        acc.print(f"epoch {epoch} started", flush=True)
         pairs = epoch_pairs(captions["train"], cfg.captions_per_image, cfg.seed, epoch)
         loader = acc.prepare(torch.utils.data.DataLoader(
             Pairs(inputs["train"], captions["train"], pairs), batch_size=cfg.batch_size))
@@ -491,6 +493,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                 optimizer.zero_grad()
             running += ce.item() * len(batch_captions)
             seen += len(batch_captions)
+            batches_run += 1
             bar.set_postfix(loss=f"{running / seen:.3f}")
         running, seen = acc.reduce(torch.tensor([running, seen], device=acc.device)).tolist()
         if acc.is_main_process:
@@ -519,6 +522,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         acc.wait_for_everyone()
         state = broadcast_state(acc, state)
 
+    acc.print(f"trained {batches_run} batches in this run", flush=True)
     if acc.is_main_process:
         finish(cfg, out, dataset, state.get("command", command), state["history"])
     acc.wait_for_everyone()

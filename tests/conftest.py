@@ -1,6 +1,10 @@
 """Shared fixtures: tiny, seeded, randomly initialised captioners (no downloads, CPU only)."""
 
 import os
+import re
+import socket
+import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported anywhere
 
@@ -43,3 +47,33 @@ def tiny_model(make_model) -> Captioner:
 @pytest.fixture
 def saved_model_dir(tiny_model, tmp_path):
     return tiny_model.save(tmp_path / "model")
+
+
+def wait_for_line(path, text: str, proc, timeout: float = 300) -> str:
+    """Poll the output file `path` of the running `proc` until a line containing `text` shows
+    up and return that line; fail if the process exits first or the timeout (a hang guard)
+    passes. Used to act at a known point of a run, never after a guessed delay."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = Path(path).read_text(errors="replace").splitlines() if Path(path).exists() else []
+        found = [line for line in lines if text in line]
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) before printing {text!r}:"
+                                 f"\n{chr(10).join(lines[-30:])}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {text!r} after {timeout} s")
+
+
+
+def found_in(path, pattern: str) -> list:
+    """re.findall over a whole output file (stdout and stderr interleave, so not by line)."""
+    return re.findall(pattern, Path(path).read_text(errors="replace"))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

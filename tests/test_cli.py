@@ -252,3 +252,36 @@ def test_questioning_flags_reject_bad_values(images, capsys, args, message):
     with pytest.raises(SystemExit) if "--look-here" in args else nullcontext():
         assert cli.main(["caption", str(images[0]), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_evaluate_command_on_fresh_scenes(tmp_path, monkeypatch, capsys):
+    """`python -m captioner evaluate` (in-process; METEOR's Java left out for speed) with the
+    bundled weights on 20 freshly generated scenes: prints and writes every metric for each
+    beam, plays the pointing game (trials counted), and the trained model's grounding is well
+    above the chance rate for the same boxes."""
+    from captioner import evaluation
+
+    assert (hub.BUNDLED_WEIGHTS / "model.safetensors").is_file(), "weights/ is in the repo"
+    monkeypatch.setattr(evaluation, "java_available", lambda: False)
+    out = tmp_path / "metrics.json"
+    code = cli.main(["evaluate", "--num-scenes", "20", "--data-dir", str(tmp_path / "data"),
+                     "--beam-size", "1", "3", "--output", str(out)])
+    assert code == 0
+    result = capsys.readouterr()
+    results = json.loads(out.read_text())
+    assert results["images"] == 20 and results["dataset"] == "scenes"
+    assert len(list((tmp_path / "data").rglob("test/*.png"))) == 20  # generated, not reused
+    printed = [line for line in result.out.splitlines() if line.startswith("beam ")]
+    assert len(printed) == 2
+    for beam, line in zip(("beam1", "beam3"), printed):
+        metrics = results[beam]
+        assert {"bleu1", "bleu4", "rouge_l", "cider", "objects_correct", "relations_correct",
+                "pointing", "pointing_strict", "pointing_chance"} <= metrics.keys()
+        assert f"bleu4 {metrics['bleu4']}," in line
+        assert f"pointing {metrics['pointing'] * 100:.1f} %" in line  # fractions as percentages
+        assert metrics["pointing_trials"] >= 20  # at least one named object per scene
+        assert metrics["objects_correct"] >= 0.7, metrics["examples"]
+        assert metrics["pointing"] > metrics["pointing_chance"] + 0.2
+        assert metrics["pointing_strict"] > metrics["pointing_strict_chance"]
+        assert 50 <= metrics["bleu4"] <= 100
+        assert metrics["skipped"] == ["meteor: needs Java, which is not installed"]

@@ -2,21 +2,27 @@
 the model card, pushing (with the Hub patched) and multi-process training with accelerate."""
 
 import csv
+import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
+from conftest import found_in, wait_for_line
+from PIL import Image
 
+from captioner import training
+from captioner.decoding import caption_images
 from captioner.hub import load_model, push_folder
+from captioner.model import Captioner
 from captioner.scenes import generate_scenes
 from captioner.training import main
+from captioner.visualize import upsample_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--encoder", "resnet18", "--encoder-stage", "1", "--grid", "4", "--image-size", "32",
@@ -100,54 +106,173 @@ def test_train_on_each_layout(scenes, tmp_path, layout, monkeypatch):
     check_output(out, epochs=1)
 
 
-def test_scenes_training_reports_grounding(scenes, tmp_path, monkeypatch):
-    """Scenes keep their boxes through the pipeline: correctness and pointing are measured."""
+@pytest.fixture(scope="module")
+def one_shape_scenes(tmp_path_factory) -> Path:
+    """Scenes layout (PNG + metadata.jsonl with objects) where every image holds one small red
+    circle somewhere and every caption says so: a tiny model learns the words in a few
+    hundred steps, so its captions name the object and the pointing game has trials."""
+    from PIL import ImageDraw
+
+    root = tmp_path_factory.mktemp("one-shape") / "scenes"
+    rng = np.random.default_rng(11)
+    for split, count in (("train", 48), ("validation", 16), ("test", 16)):
+        (root / split).mkdir(parents=True)
+        with open(root / split / "metadata.jsonl", "w") as meta:
+            for i in range(count):
+                x, y = (int(v) for v in rng.integers(0, 32 - 12, size=2))
+                image = Image.new("RGB", (32, 32), (90, 90, 90))
+                ImageDraw.Draw(image).ellipse([x, y, x + 11, y + 11], fill=(220, 30, 30))
+                image.save(root / split / f"{i}.png")
+                meta.write(json.dumps({"file_name": f"{i}.png",
+                                       "captions": ["a small red circle"] * 5,
+                                       "objects": [{"shape": "circle", "color": "red",
+                                                    "size": "small",
+                                                    "box": [x, y, x + 12, y + 12]}]}) + "\n")
+    return root
+
+
+def test_scenes_training_reports_grounding(one_shape_scenes, tmp_path, monkeypatch):
+    """Scenes keep their boxes through the pipeline and the pointing game is really played:
+    two trials per test image (colour and shape word), and the reported figure is the hit rate
+    of the saved model's attention peaks, recomputed here from its captions."""
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "2",
+    main(["--dataset", str(one_shape_scenes), "--output-dir", str(out), "--epochs", "2",
           "--cache-dir", str(tmp_path / "cache"), "--fine-tune-encoder", "--lr", "3e-3", *TINY])
     metrics = check_output(out, epochs=2)
-    for key in ("objects_correct", "relations_correct", "pointing", "pointing_chance"):
-        assert key in metrics["beam3"]
+    beam1 = metrics["beam1"]
+    assert beam1["objects_correct"] == 1.0, beam1["examples"]
+    assert beam1["pointing_trials"] == 2 * 16
     log = [json.loads(line) for line in (out / "log.jsonl").open()]
+    assert log[-1]["pointing_trials"] == 2 * 16  # validation too, every epoch it is scored
     assert log[1]["train_loss"] < log[0]["train_loss"]  # it learns
 
+    model = load_model(out)
+    test = [json.loads(line) for line in (one_shape_scenes / "test" / "metadata.jsonl").open()]
+    images = [Image.open(one_shape_scenes / "test" / r["file_name"]).convert("RGB")
+              for r in test]
+    hits = strict = 0
+    for record, cap in zip(test, caption_images(model, images, beam_size=1, max_len=20)):
+        assert cap.tokens == ["a", "small", "red", "circle"]
+        x0, y0, x1, y1 = record["objects"][0]["box"]
+        for word in (2, 3):  # "red", "circle"
+            heat = upsample_attention(cap.attention[word], 32, 32, model.encoder.cell_centres())
+            y, x = np.unravel_index(np.argmax(heat), heat.shape)
+            strict += x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1
+            hits += x0 - 8 <= x + 0.5 <= x1 + 8 and y0 - 8 <= y + 0.5 <= y1 + 8
+    assert beam1["pointing"] == round(hits / 32, 4)
+    assert beam1["pointing_strict"] == round(strict / 32, 4)
 
-def run_training(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, str(ROOT / "train_space.py"), *args], cwd=cwd,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            **kwargs)
+
+def weights_digest(state: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode() + state[name].detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
+def test_early_stopping_saves_only_improvements_and_selects_the_best(scenes, tmp_path,
+                                                                     monkeypatch):
+    """Validation BLEU-4 scripted to 10, 30, 20, 25, 40, 50 with --patience 2: training stops
+    after epoch 4 (two epochs without a better score), the model folder was written only at
+    epochs 1 and 2 and holds epoch 2's weights, and epoch 2 is the one reported as selected."""
+    scores = iter([10.0, 30.0, 20.0, 25.0, 40.0, 50.0])
+    real_evaluate, real_save = training.evaluate_split, Captioner.save
+
+    def scripted(model, split, **kwargs):
+        if kwargs.get("full", True):  # the test-split evaluation at the end stays real
+            return real_evaluate(model, split, **kwargs)
+        return {"bleu4": next(scores), "examples": []}
+
+    saved = []
+
+    def recording_save(self, path):
+        saved.append(weights_digest(self.state_dict()))
+        return real_save(self, path)
+
+    monkeypatch.setattr(training, "evaluate_split", scripted)
+    monkeypatch.setattr(Captioner, "save", recording_save)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "6", "--patience",
+          "2", "--cache-dir", str(tmp_path / "cache"), *TINY])
+    log = [json.loads(line) for line in (out / "log.jsonl").open()]
+    assert [row["epoch"] for row in log] == [1, 2, 3, 4]
+    assert [row.get("selected", False) for row in log] == [True, True, False, False]
+    assert len(saved) == 2 and saved[0] != saved[1]
+    assert weights_digest(load_model(out).state_dict()) == saved[1]
+    assert json.loads((out / "metrics.json").read_text())["selected_epoch"] == 2
+    assert "Selected epoch: 2 " in (out / "README.md").read_text()
+
+
+def test_selection_score():
+    """BLEU-4 alone for photos; on scenes the mean of BLEU-4 / 100, content and pointing."""
+    assert training.selection_score({"bleu4": 40.0}) == pytest.approx(0.4)
+    assert training.selection_score({"bleu4": 40.0, "pointing": None}) == pytest.approx(0.4)
+    assert training.selection_score({"bleu4": 60.0, "objects_correct": 0.5, "pointing": 0.7}) \
+        == pytest.approx(0.6)
+
+
+def run_training(args: list[str], cwd: Path, output: Path | None = None) -> subprocess.Popen:
+    """train_space.py in a subprocess; stdout and stderr go to the file `output` when given."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    sink = open(output, "w") if output else None  # noqa: SIM115 (the child keeps it open)
+    try:
+        return subprocess.Popen([sys.executable, str(ROOT / "train_space.py"), *args], cwd=cwd,
+                                env=env, stdout=sink or subprocess.DEVNULL,
+                                stderr=sink or subprocess.PIPE)
+    finally:
+        if sink:
+            sink.close()
+
+
+def batches_run(output: Path) -> int:
+    """The "trained N batches in this run" count printed at the end of a run."""
+    (count,) = found_in(output, r"trained (\d+) batches in this run")
+    return int(count)
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(scenes, tmp_path):
-    """Kill mid-epoch, resume: every epoch logged once, and the same numbers as a straight run
-    (CPU, one process, fixed seeds and per-epoch shuffles: training is deterministic)."""
+    """SIGKILL lands inside epoch 2 (after its start line, before its log row); --resume says
+    it resumed after epoch 1, runs only epochs 2-3 (epoch start lines and batch count), and ends
+    with exactly the log and test metrics of an uninterrupted run (CPU, one process,
+    deterministic). A restart from scratch would redo epoch 1 and fail the counts."""
     common = ["--dataset", str(scenes), "--epochs", "3", "--cache-dir", str(tmp_path / "cache"),
               "--fine-tune-encoder", *TINY]
     straight = tmp_path / "straight"
-    assert run_training([*common, "--output-dir", str(straight)], tmp_path).wait(300) == 0
+    proc = run_training([*common, "--output-dir", str(straight)], tmp_path,
+                        tmp_path / "straight.txt")
+    assert proc.wait(300) == 0, (tmp_path / "straight.txt").read_text()[-2000:]
+    per_epoch, rest = divmod(batches_run(tmp_path / "straight.txt"), 3)
+    assert per_epoch > 0 and rest == 0
 
     out = tmp_path / "interrupted"
-    proc = run_training([*common, "--output-dir", str(out)], tmp_path)
-    deadline = time.monotonic() + 240
-    while not (out / "log.jsonl").is_file() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into epoch 2
-    proc.send_signal(signal.SIGKILL)
+    killed = tmp_path / "killed.txt"
+    proc = run_training([*common, "--output-dir", str(out)], tmp_path, killed)
+    wait_for_line(killed, "epoch 2 started", proc)
+    proc.kill()
     proc.wait()
     log = [json.loads(line) for line in (out / "log.jsonl").open()]
-    assert len(log) < 3, "the run finished before it could be killed"
+    assert [r["epoch"] for r in log] == [1], "the kill did not land inside epoch 2"
+    assert not found_in(killed, "epoch 3 started|trained")
     assert not list(out.glob("*.tmp"))
-    resumed = run_training([*common, "--output-dir", str(out), "--resume"], tmp_path)
-    assert resumed.wait(300) == 0, resumed.stderr.read().decode()[-2000:]
+
+    resumed_out = tmp_path / "resumed.txt"
+    resumed = run_training([*common, "--output-dir", str(out), "--resume"], tmp_path,
+                           resumed_out)
+    assert resumed.wait(300) == 0, resumed_out.read_text()[-2000:]
+    assert found_in(resumed_out, r"resumed from \S+checkpoint\.safetensors after epoch (\d+)") \
+        == ["1"]
+    assert found_in(resumed_out, r"epoch (\d+) started") == ["2", "3"]
+    assert batches_run(resumed_out) == 2 * per_epoch
 
     log = [json.loads(line) for line in (out / "log.jsonl").open()]
     reference = [json.loads(line) for line in (straight / "log.jsonl").open()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
-    for got, want in zip(log, reference):
-        for key in ("train_loss", "val_loss", "bleu4", "lr"):
-            assert got[key] == want[key], (key, got, want)
+    for got, want in zip(log, reference, strict=True):
+        for key in ("train_loss", "val_loss", "bleu4", "lr", "selected"):
+            assert got.get(key) == want.get(key), (key, got, want)
     assert (json.loads((out / "metrics.json").read_text())["beam3"]
             == json.loads((straight / "metrics.json").read_text())["beam3"])
 
@@ -161,28 +286,50 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_push_to_hub_uses_token_without_leaking_it(scenes, tmp_path, monkeypatch, capsys):
-    """Hub client patched (no network): the folder is uploaded, the token never printed or
-    written to any file of the output folder."""
+    """Hub client patched (no network): both calls would authenticate with the HF_TOKEN
+    (the Authorization header the client itself builds), exactly the model files are
+    uploaded (the upload's own allow/ignore patterns applied to the folder: no checkpoint, no
+    log), and the token is never printed nor written to any file."""
+    from huggingface_hub.utils import filter_repo_objects
+
     secret = "hf_SECRETtoken1234567890"
     monkeypatch.setenv("HF_TOKEN", secret)
     monkeypatch.chdir(tmp_path)
-    uploaded = {}
+    auth, uploaded = {}, {}
+
+    def fake_create_repo(self, repo_id, **kwargs):
+        auth["create_repo"] = self._build_hf_headers(token=kwargs.get("token")).get(
+            "authorization")
+        return mock.Mock(repo_id=repo_id)
 
     def fake_upload_folder(self, *, folder_path, repo_id, **kwargs):
-        uploaded.update(repo_id=repo_id, files=sorted(os.listdir(folder_path)),
-                        patterns=kwargs.get("allow_patterns"))
+        auth["upload_folder"] = self._build_hf_headers(token=kwargs.get("token")).get(
+            "authorization")
+        folder = Path(folder_path)
+        present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        sent = filter_repo_objects(present, allow_patterns=kwargs.get("allow_patterns"),
+                                   ignore_patterns=kwargs.get("ignore_patterns"))
+        uploaded.update(repo_id=repo_id, present=present,
+                        files={name: (folder / name).read_bytes() for name in sent})
         return mock.Mock(repo_url=f"https://huggingface.co/{repo_id}")
 
-    with mock.patch("huggingface_hub.HfApi.create_repo") as create, \
+    with mock.patch("huggingface_hub.HfApi.create_repo", fake_create_repo), \
             mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload_folder):
         out = tmp_path / "out"
         main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "1",
               "--cache-dir", str(tmp_path / "cache"), "--push-to-hub", "me/tiny", *TINY,
               "--warmup-steps", "1000"])
-    create.assert_called_once()
+    assert auth == {"create_repo": f"Bearer {secret}", "upload_folder": f"Bearer {secret}"}
     assert uploaded["repo_id"] == "me/tiny"
-    assert "checkpoint.safetensors" not in str(uploaded["patterns"])
+    # the folder holds what must stay local, so the filter below had something to keep out
+    assert {"checkpoint.safetensors", "log.jsonl"} <= set(uploaded["present"])
+    assert sorted(uploaded["files"]) == ["README.md", "attention_example.png", "config.json",
+                                         "metrics.json", "model.safetensors",
+                                         "training_curve.png"]
+    for name, data in uploaded["files"].items():
+        assert secret.encode() not in data, name
     captured = capsys.readouterr()
+    assert "pushed to https://huggingface.co/me/tiny" in captured.out
     assert secret not in captured.out + captured.err
     assert "--warmup-steps 1000 exceeds this run's" in captured.out
     for path in out.rglob("*"):
