@@ -14,8 +14,10 @@ logic lives in `captioner.demo`; this file only wires it to gradio components.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -26,10 +28,12 @@ from captioner.demo import (
     DEFAULT_MAX_LEN,
     MAX_LEN_RANGE,
     Demo,
+    Look,
     web_asset,
 )
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
 from captioner.preprocess import ImageError
+from captioner.scenes import COLORS, SHAPES, SIZES
 from captioner.visualize import OVERLAY_ALPHA, OVERLAY_FLOOR, colormap_table
 
 HERE = Path(__file__).resolve().parent
@@ -92,21 +96,52 @@ def explorer_component() -> gr.HTML:
 
 def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
     """The page for a loaded model. `examples` defaults to the images in examples/."""
-    examples = example_files() if examples is None else examples
+    examples = model.suitable_examples(example_files() if examples is None else examples)
     model.allow_files(examples)  # clients may name these and gradio's uploads, nothing else
 
-    def caption(image, beam_size, max_len):
-        try:
-            view = model.view(image, beam_size, max_len)
-        except (ImageError, ValueError) as e:
-            raise gr.Error(str(e), title="Cannot caption this image") from None
+    def shown(view):
         return view.caption, view.details, view.explorer
 
+    def caption(image, beam_size, max_len):
+        with user_errors():
+            return shown(model.view(image, beam_size, max_len))
+
+    def pick(image, beam_size, max_len, evt: gr.EventData):
+        """The visitor picked another word: the model writes the rest from there."""
+        with user_errors():
+            return shown(model.view(image, beam_size, max_len, prefix=evt._data["prefix"]))
+
+    def look(image, beam_size, max_len, evt: gr.EventData):
+        """The visitor clicked a point for the selected word: the model looks there."""
+        data = evt._data
+        with user_errors():
+            where = Look(int(data["word"]), float(data["x"]), float(data["y"]))
+            return shown(model.view(image, beam_size, max_len, prefix=data["prefix"],
+                                    look=where))
+
     def api_caption(image, beam_size, max_len) -> dict:
-        try:
+        with user_errors():
             return model.api(image, beam_size, max_len)
-        except (ImageError, ValueError) as e:
-            raise gr.Error(str(e), title="Cannot caption this image") from None
+
+    def api_caption_from(image, prefix, beam_size, max_len) -> dict:
+        with user_errors():
+            return model.api(image, beam_size, max_len, prefix=prefix)
+
+    def api_look_here(image, word, x, y, beam_size, max_len) -> dict:
+        with user_errors():
+            return model.api(image, beam_size, max_len, look=Look(int(word), float(x), float(y)))
+
+    def new_scene(seed, beam_size):
+        with user_errors():
+            picture, view, truth = model.new_scene(seed, min(int(beam_size), 3))
+        return (picture, *shown(view), truth, int(seed) + 1)
+
+    def compose(beam_size, *fields):
+        specs = [{"shape": shape, "color": color, "size": size, "position": (x, y)}
+                 for shape, color, size, x, y in zip(*[iter(fields)] * 5) if shape != "none"]
+        with user_errors():
+            picture, view, truth = model.compose(specs, min(int(beam_size), 3))
+        return (picture, *shown(view), truth)
 
     with gr.Blocks(title="captioner: Show, Attend and Tell", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
@@ -119,7 +154,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
-                image = gr.Image(label="Image", type="filepath", height=340,
+                image = gr.Image(label="Image", type="filepath", height=340, format="png",
                                  sources=["upload", "webcam", "clipboard"],
                                  elem_id="input-image")
                 with gr.Row():
@@ -133,6 +168,8 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
             with gr.Column(scale=6):
                 for component in (text, details, explorer):
                     component.render()
+                if model.knows_scenes:
+                    lab = scene_lab()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 with gr.Accordion("What does the heatmap mean?", open=True):
@@ -146,16 +183,90 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         gr.on([run.click, image.upload], caption, inputs=[image, beam, max_len],
               outputs=outputs, preprocess=False, api_visibility="undocumented",
               api_name="caption_ui")
+        # Questions asked from the explorer (explorer.js triggers these with their details).
+        explorer.pick(pick, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
+                      api_visibility="undocumented")
+        explorer.look(look, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
+                      api_visibility="undocumented")
+        explorer.reset(caption, inputs=[image, beam, max_len], outputs=outputs,
+                       preprocess=False, api_visibility="undocumented")
+        if model.knows_scenes:
+            lab.new.click(new_scene, inputs=[lab.seed, beam],
+                          outputs=[image, *outputs, lab.truth, lab.seed],
+                          api_visibility="undocumented")
+            lab.compose.click(compose, inputs=[beam, *lab.fields],
+                              outputs=[image, *outputs, lab.truth],
+                              api_visibility="undocumented")
 
         # The API: gradio_client.Client(url).predict(handle_file(path), 3, 20, api_name="/caption")
-        api_out = gr.JSON(visible=False)
-        api_button = gr.Button(visible=False)
-        api_button.click(api_caption, inputs=[image, beam, max_len], outputs=api_out,
-                         preprocess=False, api_name="caption",
-                         api_description="Caption an image: returns caption, tokens, score "
-                                         "and one attention map (grid x grid) per token.")
+        result = gr.JSON(label="result", visible=False)
+        prefix = gr.Textbox(label="prefix", visible=False)
+        word = gr.Number(label="word", precision=0, visible=False)
+        x, y = gr.Number(label="x", visible=False), gr.Number(label="y", visible=False)
+        for fn, inputs, name, description in [
+            (api_caption, [image, beam, max_len], "caption", "Caption an image."),
+            (api_caption_from, [image, prefix, beam, max_len], "caption_from",
+             "Caption an image that starts with the words `prefix` (e.g. 'a small blue')."),
+            (api_look_here, [image, word, x, y, beam, max_len], "look_here",
+             "Caption an image, making the model look at the point (x, y) (fractions of the "
+             "width and height) at word number `word` (1-based)."),
+        ]:
+            gr.Button(visible=False).click(
+                fn, inputs=inputs, outputs=result, preprocess=False, api_name=name,
+                api_description=description + API_RESULT)
     demo.queue(default_concurrency_limit=2, max_size=32)
     return demo
+
+
+API_RESULT = (" Returns JSON: caption, tokens, score (mean log-probability per token), "
+              "attention (one grid x grid map per token), cell_centres, alternatives (per "
+              "token, the top words with their probabilities), gate (per token, 0-1), beams "
+              "(every finished hypothesis with its score), truncated, forced, look, warning.")
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Bad images and settings become a message for the visitor, never a traceback."""
+    try:
+        yield
+    except (ImageError, ValueError) as e:
+        raise gr.Error(str(e), title="Cannot caption this image") from None
+
+
+@dataclass
+class SceneLab:
+    """The scene lab's controls (shown for models trained on generated scenes)."""
+
+    seed: gr.Number
+    new: gr.Button
+    fields: list  # shape, colour, size, x, y for each of three objects
+    compose: gr.Button
+    truth: gr.Markdown
+
+
+def scene_lab() -> SceneLab:
+    """New scenes from a seed range never used in training, and scenes of your own objects."""
+    with gr.Accordion("Scene lab: test the model on scenes with a known truth", open=True,
+                      elem_id="scene-lab"):
+        with gr.Row():
+            seed = gr.Number(0, label="Scene number", precision=0, minimum=0, elem_id="lab-seed")
+            new = gr.Button("New scene", elem_id="new-scene")
+        fields = []
+        for n in range(1, 4):
+            with gr.Row():
+                fields += [
+                    gr.Dropdown(["none", *SHAPES], value=("circle", "square", "none")[n - 1],
+                                label=f"object {n}", min_width=90),
+                    gr.Dropdown(list(COLORS), value=list(COLORS)[n - 1], label="colour",
+                                min_width=90),
+                    gr.Dropdown(list(SIZES), value="big", label="size", min_width=80),
+                    gr.Slider(0.2, 0.8, value=(0.3, 0.7, 0.5)[n - 1], step=0.05, label="x",
+                              min_width=80),
+                    gr.Slider(0.2, 0.8, value=(0.3, 0.7, 0.5)[n - 1], step=0.05, label="y",
+                              min_width=80)]
+        compose = gr.Button("Compose and caption", elem_id="compose")
+        truth = gr.Markdown(elem_id="ground-truth")
+    return SceneLab(seed, new, fields, compose, truth)
 
 
 def weights_source(arg: str | None = None) -> str:

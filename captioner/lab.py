@@ -50,10 +50,10 @@ class LabScene:
                 "relations_correct": self.relations_correct, "words": self.words}
 
 
-def _check(model: Captioner, scene: Scene, beam_size: int) -> LabScene:
+def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int) -> LabScene:
     """Caption a scene and score it, with evaluation's own checks (strict pointing: the
     attention peak inside the object's box)."""
-    caption = caption_images(model, [scene.image], beam_size=beam_size)[0]
+    caption = caption_images(model, [scene.image], beam_size=beam_size, top_k=top_k)[0]
     objects = [o.to_dict() for o in scene.objects]
     size = scene.image.width
     for obj in objects:
@@ -67,19 +67,20 @@ def _check(model: Captioner, scene: Scene, beam_size: int) -> LabScene:
                     result["relations_correct"], words)
 
 
-def new_scene(model: Captioner, seed: int, *, beam_size: int = 1) -> LabScene:
-    """Lab scene number `seed` (any int >= 0), drawn like the dataset at the model's size."""
+def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0) -> LabScene:
+    """Lab scene number `seed` (any int >= 0), drawn like the dataset at the model's size;
+    `top_k` alternatives per word, as in `caption_images`."""
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, got {seed}")
     return _check(model, render_scene(scene_rng(LAB_SEED, "test", seed),
-                                      model.config.image_size), beam_size)
+                                      model.config.image_size), beam_size, top_k)
 
 
 def compose(model: Captioner, objects: Sequence[Mapping], *, seed: int = 0,
-            beam_size: int = 1) -> LabScene:
+            beam_size: int = 1, top_k: int = 0) -> LabScene:
     """A hand-made scene: up to three objects, each {shape, color, size, position (x, y
     fractions)}, on a background drawn from lab seed `seed`. Bad specs raise ValueError."""
     size = model.config.image_size
     placed = objects_from_specs(objects, size)
     background = draw_background(np.random.default_rng([LAB_SEED, seed]), size)
-    return _check(model, draw_scene(placed, background), beam_size)
+    return _check(model, draw_scene(placed, background), beam_size, top_k)

@@ -11,6 +11,7 @@ from captioner.demo.core import (
     EMPTY_CAPTION,
     MAX_LEN_RANGE,
     Demo,
+    Look,
     Result,
     View,
     api_payload,
@@ -22,6 +23,6 @@ from captioner.demo.inputs import NO_IMAGE, ClientFiles, check_int, load_input
 from captioner.demo.model_info import ModelInfo
 
 __all__ = ["BEAM_SIZES", "DEFAULT_BEAM", "DEFAULT_MAX_LEN", "DISPLAY_MAX", "DISPLAY_MIN",
-           "EMPTY_CAPTION", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "ModelInfo",
+           "EMPTY_CAPTION", "Look", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "ModelInfo",
            "Result", "View", "api_payload", "check_int", "display_copy", "explorer_payload",
            "load_input", "web_asset"]

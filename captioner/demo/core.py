@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from captioner.decoding import caption_images
-from captioner.demo.inputs import ClientFiles, check_int
+from captioner import lab
+from captioner.decoding import Caption, Guide, caption_images, point_map
+from captioner.demo.inputs import ClientFiles, check_int, load_input
 from captioner.demo.model_info import ModelInfo
+from captioner.familiarity import familiarity, trained_on_scenes
 from captioner.hub import BUNDLED_WEIGHTS, load_model, resolve_model_dir
 from captioner.model import Captioner
 
@@ -30,6 +32,7 @@ DEFAULT_BEAM, DEFAULT_MAX_LEN = 3, 20
 DISPLAY_MAX = 512  # heatmaps are drawn on a copy of the image at most this large ...
 DISPLAY_MIN = 320  # ... and small inputs (64 px scenes) are enlarged to at least this
 ATTENTION_DECIMALS = 5  # attention sent to the browser: 1e-5 is far below one colour level
+TOP_K = 5  # alternatives shown for each word
 EMPTY_CAPTION = "(the model ended the caption before writing any word)"
 WEB = Path(__file__).resolve().parent / "web"  # the browser code: explorer.{html,css,js}
 
@@ -48,16 +51,40 @@ or "and" often spread their attention or stay on the last object mentioned.
 
 
 @dataclass
-class Result:
-    """One captioned image: the words, their score, attention maps and the display copy."""
+class Look:
+    """"Look here": at word number `word` (1-based) the model was made to look at (x, y)."""
 
-    tokens: list[str]
-    score: float  # mean log-probability per token (<= 0; closer to 0 = more confident)
-    attention: np.ndarray  # (T, grid, grid), every map sums to 1
+    word: int
+    x: float
+    y: float
+
+
+@dataclass
+class Result:
+    """One captioned image: the decoder's answer (words, score, attention, alternatives, gate,
+    beams), the display copy, and how the visitor steered it."""
+
+    caption: Caption
     image: Image.Image  # the display copy of the input that heatmaps are drawn on
     beam_size: int = DEFAULT_BEAM
     max_len: int = DEFAULT_MAX_LEN
     seconds: float = 0.0  # time for the model and the display copy together
+    forced: int = 0  # how many leading words the visitor chose (a forced prefix)
+    look: Look | None = None
+    warning: str | None = None  # a scenes model shown something unlike its training data
+    lab: dict | None = None  # scene lab: objects' boxes and, per object word, pointing hit
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.caption.tokens
+
+    @property
+    def score(self) -> float:
+        return self.caption.score
+
+    @property
+    def attention(self) -> np.ndarray:
+        return self.caption.attention
 
     @property
     def text(self) -> str:
@@ -78,8 +105,27 @@ def display_copy(image: Image.Image, largest: int = DISPLAY_MAX,
     return image.resize(size, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
 
 
+def questions(result: Result) -> dict:
+    """What a visitor can question, as plain JSON: each word's alternatives and gate, every
+    beam hypothesis, whether the caption was cut at the maximum length, and how it was steered."""
+    caption = result.caption
+    return {
+        "alternatives": [[{"word": w, "prob": round(float(p), 4)} for w, p in ranked]
+                         for ranked in caption.alternatives],
+        "gate": [round(float(g), 4) for g in caption.gate],
+        "beams": [{"caption": " ".join(tokens), "score": round(float(score), 4)}
+                  for tokens, score in caption.beams],
+        "truncated": bool(caption.truncated),
+        "forced": result.forced,
+        "look": vars(result.look) if result.look else None,
+        "steered": bool(result.forced or result.look),
+        "warning": result.warning,
+    }
+
+
 def api_payload(result: Result, cell_centres: np.ndarray | None = None) -> dict:
-    """Plain JSON: the caption, its words, its score and one attention map per word."""
+    """Plain JSON: the caption, its words, its score, one attention map per word, and what a
+    visitor can question (`questions`)."""
     payload = {
         "caption": result.text,
         "tokens": list(result.tokens),
@@ -87,6 +133,7 @@ def api_payload(result: Result, cell_centres: np.ndarray | None = None) -> dict:
         "attention": np.round(result.attention.astype(np.float64), 6).tolist(),
         "beam_size": result.beam_size,
         "max_len": result.max_len,
+        **questions(result),
     }
     if cell_centres is not None:
         payload["cell_centres"] = [round(float(c), 6) for c in cell_centres]
@@ -107,6 +154,8 @@ def explorer_payload(result: Result, cell_centres: np.ndarray) -> dict:
                       for a in result.attention],
         "width": result.image.width,
         "height": result.image.height,
+        **questions(result),
+        "lab": result.lab,
     }
 
 
@@ -116,11 +165,51 @@ def web_asset(name: str) -> str:
 
 
 def describe_score(result: Result) -> str:
-    """One line under the caption: score, decoding settings and time taken."""
+    """Under the caption: a warning when the image is unlike a scenes model's training data,
+    then score, decoding settings, time taken, and whether the caption was cut short."""
+    warning = f"**⚠ {result.warning}**\n\n" if result.warning else ""
     if not result.tokens:
-        return f"beam {result.beam_size} · {result.seconds * 1000:.0f} ms"
-    return (f"{len(result.tokens)} words · score {result.score:.3f} (mean log-probability per "
-            f"token; 0 = certain) · beam {result.beam_size} · {result.seconds * 1000:.0f} ms")
+        return warning + f"beam {result.beam_size} · {result.seconds * 1000:.0f} ms"
+    cut = (f" · **cut at the maximum length ({result.max_len} words)**"
+           if result.caption.truncated else "")
+    return (warning + f"{len(result.tokens)} words · score {result.score:.3f} (mean "
+            f"log-probability per token; 0 = certain) · beam {result.beam_size} · "
+            f"{result.seconds * 1000:.0f} ms" + cut)
+
+
+def unfamiliar_warning(image: Image.Image, model: Captioner) -> str | None:
+    """For a scenes model shown an image unlike its training data: what to say beside the
+    caption (None when the image looks like a generated scene, or for other models)."""
+    verdict = familiarity(image, model)
+    if verdict is None or verdict.familiar:
+        return None
+    return ("This model was trained only on generated scenes of coloured shapes, and this "
+            f"image does not look like one ({verdict.reason}): the caption is not meaningful.")
+
+
+def lab_payload(scene: lab.LabScene) -> dict:
+    """The scene lab's truth for the explorer: each object's box (fractions of the side) and,
+    per word naming an object, whether the attention peak fell inside its box."""
+    return {"objects": [{"box": o["box_fraction"],
+                         "label": f"{o['size']} {o['color']} {o['shape']}"}
+                        for o in scene.objects],
+            "words": [{"index": w["index"], "object": w["object"], "hit": w["hit"]}
+                      for w in scene.words]}
+
+
+def truth_markdown(scene: lab.LabScene) -> str:
+    """The scene lab's ground truth beside the model's caption, marked right or wrong."""
+    objects = "; ".join(f"{o['size']} {o['color']} {o['shape']}" for o in scene.objects)
+    verdict = "✅ right" if scene.objects_correct else "❌ wrong"
+    lines = [f"**Ground truth:** {objects}.", "",
+             f"**Caption content:** {verdict} (every object's size, colour and shape)."]
+    if scene.relations_correct is not None:
+        lines.append(f" Relation: {'✅ right' if scene.relations_correct else '❌ wrong'}.")
+    if scene.words:
+        hits = ", ".join(f"“{w['word']}” {'✅' if w['hit'] else '❌'}" for w in scene.words)
+        lines += ["", f"**Attention peak inside the named object's box:** {hits}"]
+    lines += ["", "**True captions:** " + " · ".join(f"“{r}”" for r in scene.references)]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -158,27 +247,92 @@ class Demo:
 
     # --- captioning ---
 
-    def caption(self, image: Image.Image, beam_size=DEFAULT_BEAM,
-                max_len=DEFAULT_MAX_LEN) -> Result:
-        """Caption one PIL image. Raises ValueError for bad settings."""
+    def caption(self, image: Image.Image, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN,
+                prefix: str = "", look: Look | None = None) -> Result:
+        """Caption one PIL image, optionally starting with the words `prefix` and, with `look`,
+        looking at a point at one word. Raises ValueError for bad settings or words."""
         beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
         max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
+        prefix = " ".join(str(prefix or "").split())
         start = time.perf_counter()
-        caption = caption_images(self.model, [image], beam_size=beam_size, max_len=max_len)[0]
-        return Result(list(caption.tokens), float(caption.score), caption.attention,
-                      display_copy(image), beam_size, max_len, time.perf_counter() - start)
+        if look is not None:
+            word = check_int("look-here word", look.word, 1, max_len)
+            if not (0 <= look.x <= 1 and 0 <= look.y <= 1):
+                raise ValueError(f"look-here point ({look.x}, {look.y}) must be inside the "
+                                 "image: x and y are fractions from 0 to 1")
+            if not prefix and word > 1:  # the words before it: the model's own
+                own = caption_images(self.model, [image], beam_size=beam_size, max_len=max_len)
+                prefix = " ".join(own[0].tokens[:word - 1])
+            if len(prefix.split()) != word - 1:
+                raise ValueError(f"look here at word {word} needs the {word - 1} words before "
+                                 f"it, got {len(prefix.split())}")
+            attention = {word - 1: point_map(self.cell_centres, look.x, look.y)}
+        else:
+            attention = {}
+        caption = caption_images(self.model, [image], beam_size=beam_size, max_len=max_len,
+                                 top_k=TOP_K, guide=Guide(prefix, attention))[0]
+        return Result(caption, display_copy(image), beam_size, max_len,
+                      time.perf_counter() - start, forced=len(prefix.split()), look=look,
+                      warning=unfamiliar_warning(image, self.model))
 
-    def api(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN) -> dict:
-        """The named API endpoint: JSON with caption, tokens, score and attention maps.
-        `payload` comes from a client: only uploaded or shipped files are opened."""
-        result = self.caption(self.files.open(payload), beam_size, max_len)
+    def api(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN, prefix: str = "",
+            look: Look | None = None) -> dict:
+        """The API endpoints: JSON with caption, tokens, score, attention maps and what can be
+        questioned. `payload` comes from a client: only uploaded or shipped files are opened."""
+        result = self.caption(self.files.open(payload), beam_size, max_len, prefix, look)
         return api_payload(result, self.cell_centres)
 
-    def view(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN) -> View:
+    def view(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN, prefix: str = "",
+             look: Look | None = None) -> View:
         """Caption a client's image and prepare everything the page shows (no files written)."""
-        result = self.caption(self.files.open(payload), beam_size, max_len)
+        result = self.caption(self.files.open(payload), beam_size, max_len, prefix, look)
+        return self._view(result)
+
+    def _view(self, result: Result) -> View:
         return View(result.text or EMPTY_CAPTION, describe_score(result),
                     explorer_payload(result, self.cell_centres))
+
+    # --- the scene lab (models trained on generated scenes) ---
+
+    def suitable_examples(self, paths: list[str]) -> list[str]:
+        """The example images worth showing this model: for a scenes model only those that
+        look like its training data (a photo would only show it failing)."""
+        if not self.knows_scenes:
+            return list(paths)
+        return [p for p in paths if unfamiliar_warning(load_input(p), self.model) is None]
+
+    @property
+    def knows_scenes(self) -> bool:
+        """Trained on generated scenes: the app then offers the scene lab."""
+        return trained_on_scenes(self.model)
+
+    def lab_view(self, scene: lab.LabScene, beam_size: int,
+                 seconds: float) -> tuple[Image.Image, View, str]:
+        """A lab scene as the page shows it: the picture (enlarged by whole pixels, so that
+        the model sees the same scene when asked about it again), the explorer view with the
+        objects' boxes, and the ground truth."""
+        factor = -(-DISPLAY_MIN // max(scene.image.size))
+        picture = scene.image.resize((scene.image.width * factor, scene.image.height * factor),
+                                     Image.Resampling.NEAREST)
+        result = Result(scene.caption, display_copy(picture), beam_size, DEFAULT_MAX_LEN,
+                        seconds, lab=lab_payload(scene))
+        return picture, self._view(result), truth_markdown(scene)
+
+    def new_scene(self, seed, beam_size=1) -> tuple[Image.Image, View, str]:
+        """Lab scene number `seed`, from a seed range never used for training or evaluation."""
+        seed = check_int("scene number", seed, 0, 10**9)
+        beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
+        start = time.perf_counter()
+        scene = lab.new_scene(self.model, seed, beam_size=beam_size, top_k=TOP_K)
+        return self.lab_view(scene, beam_size, time.perf_counter() - start)
+
+    def compose(self, specs: list[dict], beam_size=1) -> tuple[Image.Image, View, str]:
+        """A scene of the visitor's objects (shape, color, size, position); bad specs raise
+        ValueError naming the problem."""
+        beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
+        start = time.perf_counter()
+        scene = lab.compose(self.model, specs, beam_size=beam_size, top_k=TOP_K)
+        return self.lab_view(scene, beam_size, time.perf_counter() - start)
 
     @property
     def fingerprint(self) -> str:
