@@ -4,7 +4,7 @@
     python app.py --weights runs/scenes    # a model folder (or a Hugging Face Hub repo id)
     python app.py --share                  # public gradio.live link
     python app.py --device cuda            # the model on a GPU (default: auto, a GPU if any)
-    python app.py --mcp                    # + the caption endpoint as an MCP tool
+    python app.py --mcp                    # + the API endpoints as MCP tools
     CAPTIONER_WEIGHTS=owner/repo python app.py
 
 On a Hugging Face Space (app_file: app.py) the module-level `demo` is what gets served. All the
@@ -185,18 +185,18 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
               api_name="caption_ui")
         # Questions asked from the explorer (explorer.js triggers these with their details).
         explorer.pick(pick, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
-                      api_visibility="undocumented")
+                      api_name="pick_ui", api_visibility="undocumented")
         explorer.look(look, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
-                      api_visibility="undocumented")
+                      api_name="look_ui", api_visibility="undocumented")
         explorer.reset(caption, inputs=[image, beam, max_len], outputs=outputs,
-                       preprocess=False, api_visibility="undocumented")
+                       preprocess=False, api_name="reset_ui", api_visibility="undocumented")
         if model.knows_scenes:
             lab.new.click(new_scene, inputs=[lab.seed, beam],
                           outputs=[image, *outputs, lab.truth, lab.seed],
-                          api_visibility="undocumented")
+                          api_name="new_scene_ui", api_visibility="undocumented")
             lab.compose.click(compose, inputs=[beam, *lab.fields],
                               outputs=[image, *outputs, lab.truth],
-                              api_visibility="undocumented")
+                              api_name="compose_ui", api_visibility="undocumented")
 
         # The API: gradio_client.Client(url).predict(handle_file(path), 3, 20, api_name="/caption")
         result = gr.JSON(label="result", visible=False)
@@ -300,8 +300,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--server-port", type=int, default=None, help="port (default 7860)")
     parser.add_argument("--mcp", action="store_true",
-                        help="also serve the caption endpoint as an MCP tool (Model Context "
-                             "Protocol) at /gradio_api/mcp/")
+                        help="also serve the API endpoints (caption, caption_from, look_here) as "
+                             "MCP tools (Model Context Protocol) at /gradio_api/mcp/")
     parser.add_argument("--device", default=os.environ.get("CAPTIONER_DEVICE", "auto"),
                         help=f"where the model runs: {DEVICE_CHOICES} (default: $CAPTIONER_DEVICE,"
                              " else auto = a CUDA GPU when there is one)")

@@ -82,10 +82,25 @@ def test_caption_endpoint(served):
     assert np.allclose(attention.sum(axis=(1, 2)), 1, atol=1e-3)
 
 
-def test_only_the_caption_endpoint_is_documented(served):
+def test_only_the_three_api_endpoints_are_documented(served):
     client, _ = served
     named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert list(named) == ["/caption"]
+    assert list(named) == ["/caption", "/caption_from", "/look_here"]
+    look = [p["label"] for p in named["/look_here"]["parameters"]]
+    assert look == ["Image", "word", "x", "y", "Beam size", "Maximum length"]
+    assert [r["label"] for r in named["/caption"]["returns"]] == ["result"]
+
+
+def test_caption_from_and_look_here_endpoints(served):
+    client, examples = served
+    upload = gradio_client.handle_file(examples[0])
+    forced = client.predict(upload, "a red", 2, 6, api_name="/caption_from")
+    assert forced["tokens"][:2] == ["a", "red"] and forced["forced"] == 2
+    assert len(forced["alternatives"]) == len(forced["gate"]) == len(forced["tokens"])
+    looked = client.predict(upload, 2, 0.25, 0.75, 1, 6, api_name="/look_here")
+    assert looked["look"] == {"word": 2, "x": 0.25, "y": 0.75} and looked["steered"]
+    with pytest.raises(gradio_client.exceptions.AppError, match="'zebra'"):
+        client.predict(upload, "a zebra", 2, 6, api_name="/caption_from")
 
 
 def test_ui_handler_returns_caption_details_and_the_explorer_payload(served):
@@ -118,8 +133,10 @@ def private_files(folder: Path) -> list[Path]:
     return paths
 
 
-@pytest.mark.parametrize("api_name", ["caption", "caption_ui"])
-def test_no_endpoint_opens_a_file_the_client_names(served, tmp_path, api_name):
+@pytest.mark.parametrize("api_name, settings", [("caption", [2, 8]), ("caption_ui", [2, 8]),
+                                               ("caption_from", ["a", 2, 8]),
+                                               ("look_here", [1, 0.5, 0.5, 2, 8])])
+def test_no_endpoint_opens_a_file_the_client_names(served, tmp_path, api_name, settings):
     """Raw HTTP and gradio_client, with and without gradio's FileData marker: a path outside
     the uploads is never opened, and the reply cannot tell which of the files exist."""
     client, _ = served
@@ -132,11 +149,11 @@ def test_no_endpoint_opens_a_file_the_client_names(served, tmp_path, api_name):
     replies: dict[str, set[str]] = {form: set() for form in [*forms, "gradio_client"]}
     for path in private_files(tmp_path / "private"):
         for form, payload in forms.items():
-            reply = call_raw(client.src, api_name, [payload(path), 2, 8])
+            reply = call_raw(client.src, api_name, [payload(path), *settings])
             assert reply.startswith("event: error"), (form, reply)  # never a caption
             replies[form].add(reply)
         with pytest.raises(gradio_client.exceptions.AppError) as err:
-            client.predict({"path": str(path)}, 2, 8, api_name=f"/{api_name}")
+            client.predict({"path": str(path)}, *settings, api_name=f"/{api_name}")
         replies["gradio_client"].add(str(err.value))
     for form, answers in replies.items():  # the image, the text and the missing file alike
         assert len(answers) == 1, (form, answers)
@@ -157,7 +174,7 @@ def test_app_runs_the_model_where_device_says(tmp_path):
     assert next(demo.model.parameters()).device.type == "cpu"
 
 
-def test_mcp_flag_serves_the_caption_endpoint_as_a_tool(tmp_path):
+def test_mcp_flag_serves_the_api_endpoints_as_tools(tmp_path):
     import httpx
 
     blocks = app_module.build_app(Demo.load(str(tiny_model_dir(tmp_path / "m"))), examples=[])
@@ -168,7 +185,7 @@ def test_mcp_flag_serves_the_caption_endpoint_as_a_tool(tmp_path):
         tools = httpx.get(f"{url}gradio_api/mcp/schema", timeout=30).json()
     finally:
         blocks.close()
-    assert [t["meta"]["endpoint_name"] for t in tools] == ["caption"]
+    assert [t["meta"]["endpoint_name"] for t in tools] == ["caption", "caption_from", "look_here"]
 
 
 def test_the_page_shows_no_server_path(served, tmp_path_factory):
@@ -243,11 +260,9 @@ def test_captioner_weights_names_the_model_the_app_loads(tmp_path, monkeypatch):
     assert demo.model.config != Demo.load(str(app_module.BUNDLED_WEIGHTS)).model.config
     loaded = demo.model.state_dict()
     assert all(torch.equal(tensor, loaded[name]) for name, tensor in model.state_dict().items())
-    image = tmp_path / "scene.png"
-    render_scene(np.random.default_rng(1), 64).image.save(image)
-    out = demo.api(str(image), 2, 6)
-    assert out["tokens"] and set(out["tokens"]) <= set(words)
-    assert np.asarray(out["attention"]).shape == (len(out["tokens"]), 5, 5)
+    out = demo.caption(render_scene(np.random.default_rng(1), 64).image, 2, 6)
+    assert out.tokens and set(out.tokens) <= set(words)
+    assert out.attention.shape == (len(out.tokens), 5, 5)
 
 
 def test_module_level_demo_is_built_from_the_environment(tmp_path, monkeypatch):

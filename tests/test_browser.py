@@ -19,6 +19,7 @@ from PIL import Image
 
 from captioner.demo import Demo
 from captioner.hub import BUNDLED_WEIGHTS
+from captioner.scenes import render_scene
 from captioner.visualize import attention_overlay, upsample_attention
 
 pytestmark = [pytest.mark.browser,
@@ -237,3 +238,65 @@ def test_phone_touch_and_no_sideways_scrolling(browser, app, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     context.close()
+
+
+def caption_changes(page, before: str) -> list[str]:
+    page.wait_for_function("c => document.querySelector('#caption textarea').value !== c",
+                           arg=before)
+    page.wait_for_function("() => document.querySelector('.cx-status').textContent === ''")
+    return page.locator("#caption textarea").input_value().split()
+
+
+def test_questioning_the_model_in_the_browser(browser, app, tmp_path):
+    """Pick another word from the alternatives, go back, make the model look at the other
+    object, and open a lab scene with its ground truth: all from the page."""
+    url, examples = app  # examples[0]: a small red circle left of a big green one
+    scene = render_scene(np.random.default_rng(20261125), 256)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    own = caption_after_upload(page, examples[0])
+    colour = next(i for i, w in enumerate(own) if w in ("red", "green")) + 1  # 1-based
+    other = next(o for o in scene.objects if o.color != own[colour - 1])
+
+    # pick the other size at the size word: the model then writes about the other circle, and
+    # the attention of the words after it (attention at word t follows words up to t - 2) moves
+    size = next(i for i, w in enumerate(own) if w in ("small", "big")) + 1
+    switched = "small" if own[size - 1] == "big" else "big"
+    page.locator(f"#words [data-word='{size + 2}']").click()
+    wait_for_word(page, size + 2)
+    before = canvas_pixels(page)
+    page.locator(f"#words [data-word='{size}']").click()
+    wait_for_word(page, size)
+    page.locator(f"#alternatives [data-alt='{switched}']").click()
+    picked = caption_changes(page, " ".join(own))
+    assert picked[:size] == own[:size - 1] + [switched]
+    assert page.locator("#words [data-word].cx-forced").count() == size
+    page.locator(f"#words [data-word='{size + 2}']").click()
+    wait_for_word(page, size + 2)
+    assert np.abs(canvas_pixels(page) - before).mean() > 1  # it now looks at the other one
+    page.screenshot(path=str(tmp_path / "picked.png"), full_page=True)
+
+    page.locator(".cx-reset").click()
+    assert caption_changes(page, " ".join(picked)) == own
+
+    # look here: at the colour word, click the centre of the other circle
+    page.locator(f"#words [data-word='{colour}']").click()
+    wait_for_word(page, colour)
+    page.locator(".cx-look").click()
+    canvas = page.locator("#heatmap canvas")
+    canvas.scroll_into_view_if_needed()
+    box, (x0, y0, x1, y1) = canvas.bounding_box(), other.box
+    canvas.click(position={"x": box["width"] * (x0 + x1) / 512,
+                           "y": box["height"] * (y0 + y1) / 512})
+    looked = caption_changes(page, " ".join(own))
+    assert looked[:colour - 1] == own[:colour - 1] and looked[colour - 1] == other.color
+    page.screenshot(path=str(tmp_path / "looked.png"), full_page=True)
+
+    # the scene lab: a fresh scene with its truth
+    page.locator("#new-scene").click()
+    caption_changes(page, " ".join(looked))
+    truth = page.locator("#ground-truth").inner_text()
+    assert "Ground truth:" in truth and "True captions:" in truth
+    page.screenshot(path=str(tmp_path / "lab.png"), full_page=True)
+    page.close()

@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioner.decoding import Caption
 from captioner.demo import (
     DISPLAY_MAX,
     DISPLAY_MIN,
     NO_IMAGE,
     Demo,
+    Look,
     Result,
     api_payload,
+    describe_score,
     explorer_payload,
     load_input,
 )
@@ -179,7 +182,7 @@ def test_api_payload_is_plain_json(demo, result):
 
 
 def test_empty_caption_is_handled(demo, scene):
-    empty = Result([], -1.0, np.zeros((0, 4, 4), np.float32), scene)
+    empty = Result(Caption([], -1.0, np.zeros((0, 4, 4), np.float32)), scene)
     assert api_payload(empty)["attention"] == []
     assert explorer_payload(empty, demo.cell_centres)["attention"] == []
 
@@ -216,3 +219,120 @@ def test_missing_weights_raise_weights_error(tmp_path):
     (tmp_path / "broken").mkdir()
     with pytest.raises(WeightsError, match="config.json"):
         Demo.load(str(tmp_path / "broken"))
+
+
+# --- questioning the model (bundled weights: a trained scenes model) ---
+
+@pytest.fixture(scope="module")
+def bundled() -> Demo:
+    return Demo.load(str(BUNDLED_WEIGHTS), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def two_circles():
+    """examples/scene-1.png: a small red circle left of a big green one."""
+    return render_scene(np.random.default_rng(20261125), 256)
+
+
+def centre_of(obj, side: int) -> tuple[float, float]:
+    x0, y0, x1, y1 = obj.box
+    return (x0 + x1) / 2 / side, (y0 + y1) / 2 / side
+
+
+def test_payload_carries_alternatives_gate_and_beams(demo, scene):
+    result = demo.caption(scene, 3, MAX_LEN)
+    payload = explorer_payload(result, demo.cell_centres)
+    assert json.loads(json.dumps(payload)) == payload
+    t = len(payload["tokens"])
+    assert len(payload["alternatives"]) == len(payload["gate"]) == t
+    for ranked in payload["alternatives"]:
+        probs = [r["prob"] for r in ranked]
+        assert 1 <= len(ranked) <= 5 and probs == sorted(probs, reverse=True)
+        assert all(0 <= p <= 1 for p in probs)
+    assert all(0 <= g <= 1 for g in payload["gate"])
+    assert payload["beams"] and payload["beams"][0]["caption"] == payload["caption"]
+    assert payload["truncated"] == (payload["tokens"] and len(payload["tokens"]) == MAX_LEN
+                                    and result.caption.truncated)
+    assert payload["steered"] is False and payload["forced"] == 0
+
+
+def test_a_picked_word_forces_the_start_and_the_own_caption_comes_back(bundled, two_circles):
+    image = two_circles.image
+    own = bundled.caption(image, 1, 20)
+    again = bundled.caption(image, 1, 20, prefix=own.text)
+    assert again.tokens == own.tokens and again.forced == len(own.tokens)
+    np.testing.assert_allclose(again.attention, own.attention, atol=1e-6)
+    colour = next(i for i, w in enumerate(own.tokens) if w in ("red", "green"))
+    other = "red" if own.tokens[colour] == "green" else "green"
+    picked = bundled.caption(image, 1, 20, prefix=" ".join(own.tokens[:colour] + [other]))
+    assert picked.tokens[:colour + 1] == own.tokens[:colour] + [other]
+    assert picked.tokens != own.tokens and explorer_payload(picked, bundled.cell_centres)[
+        "steered"]
+    with pytest.raises(ValueError, match="'zebra'"):
+        bundled.caption(image, 1, 20, prefix="a zebra")
+
+
+def test_look_here_on_the_other_object_changes_the_colour_word(bundled, two_circles):
+    """At the colour word of one circle, make the model look at the other: it names the other
+    circle's colour. Looking where it looked anyway changes nothing."""
+    image = two_circles.image
+    own = bundled.caption(image, 1, 20)
+    colour = next(i for i, w in enumerate(own.tokens) if w in ("red", "green"))
+    target = next(o for o in two_circles.objects if o.color != own.tokens[colour])
+    where = Look(colour + 1, *centre_of(target, 256))
+    looked = bundled.caption(image, 1, 20, look=where)  # the words before: the model's own
+    assert looked.tokens[:colour] == own.tokens[:colour]
+    assert looked.tokens[colour] == target.color
+    assert explorer_payload(looked, bundled.cell_centres)["look"] == vars(where)
+    same = next(o for o in two_circles.objects if o.color == own.tokens[colour])
+    assert bundled.caption(image, 1, 20, look=Look(colour + 1, *centre_of(same, 256))
+                           ).tokens[colour] == own.tokens[colour]
+    with pytest.raises(ValueError, match="inside the image"):
+        bundled.caption(image, 1, 20, look=Look(2, 1.5, 0.5))
+
+
+def test_a_scenes_model_warns_beside_the_caption_on_unlike_images(bundled, two_circles,
+                                                                  uploads):
+    photo = Image.open(BUNDLED_WEIGHTS.parent / "examples" / "photo-grace-hopper.jpg")
+    warned = bundled.caption(photo.convert("RGB"), 1, 20)
+    assert warned.warning and "not meaningful" in warned.warning
+    view_details = describe_score(warned)
+    assert view_details.startswith("**⚠") and "not meaningful" in view_details
+    assert bundled.caption(two_circles.image, 1, 20).warning is None
+    path = uploads / "photo.jpg"
+    photo.save(path)
+    assert "not meaningful" in bundled.api(str(path), 1, 20)["warning"]
+
+
+def test_examples_for_a_scenes_model_leave_out_the_photo(bundled, make_model, tmp_path):
+    examples = sorted(str(p) for p in (BUNDLED_WEIGHTS.parent / "examples").glob("*.*")
+                      if p.suffix in (".png", ".jpg"))
+    kept = bundled.suitable_examples(examples)
+    assert kept and all("scene" in p for p in kept) and len(kept) == len(examples) - 1
+    from captioner.vocab import SPECIALS
+
+    photos = make_model(vocab=[*SPECIALS, "a", "dog", "runs", "on", "grass"])
+    other = Demo.load(str(photos.save(tmp_path / "photos")))
+    assert other.suitable_examples(examples) == examples  # not a scenes model: all of them
+
+
+def test_scene_lab_shows_truth_boxes_and_pointing(bundled):
+    picture, view, truth = bundled.new_scene(3, 1)
+    assert min(picture.size) >= DISPLAY_MIN  # enlarged for the page
+    lab = view.explorer["lab"]
+    assert lab["objects"] and all(0 <= v <= 1 for o in lab["objects"] for v in o["box"])
+    assert "Ground truth:" in truth and "True captions:" in truth
+    assert ("✅ right" in truth) or ("❌ wrong" in truth)
+    assert lab["words"], "a trained model names at least one object"
+    for w in lab["words"]:
+        assert view.explorer["tokens"][w["index"]] in lab["objects"][w["object"]]["label"]
+    # compose: the objects asked for, and a clear error for impossible ones
+    specs = [{"shape": "square", "color": "blue", "size": "big", "position": (0.3, 0.3)},
+             {"shape": "circle", "color": "yellow", "size": "small", "position": (0.7, 0.7)}]
+    _, view, truth = bundled.compose(specs, 1)
+    assert "big blue square" in truth and "small yellow circle" in truth
+    assert sorted(o["label"] for o in view.explorer["lab"]["objects"]) == [
+        "big blue square", "small yellow circle"]
+    with pytest.raises(ValueError, match="unknown color"):
+        bundled.compose([{"shape": "square", "color": "pink", "size": "big",
+                          "position": (0.5, 0.5)}])

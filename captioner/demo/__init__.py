@@ -15,6 +15,7 @@ from captioner.demo.core import (
     Result,
     View,
     api_payload,
+    describe_score,
     display_copy,
     explorer_payload,
     web_asset,
@@ -23,6 +24,6 @@ from captioner.demo.inputs import NO_IMAGE, ClientFiles, check_int, load_input
 from captioner.demo.model_info import ModelInfo
 
 __all__ = ["BEAM_SIZES", "DEFAULT_BEAM", "DEFAULT_MAX_LEN", "DISPLAY_MAX", "DISPLAY_MIN",
-           "EMPTY_CAPTION", "Look", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "ModelInfo",
-           "Result", "View", "api_payload", "check_int", "display_copy", "explorer_payload",
-           "load_input", "web_asset"]
+           "EMPTY_CAPTION", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "Look",
+           "ModelInfo", "Result", "View", "api_payload", "check_int", "describe_score",
+           "display_copy", "explorer_payload", "load_input", "web_asset"]
