@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +124,14 @@ def summary(xs: list[float]) -> dict:
     return {"median_s": median(xs), "min_s": min(xs), "max_s": max(xs), "runs": len(xs)}
 
 
+def percentiles(xs: list[float]) -> dict:
+    """p50 and p95 (linear interpolation, as numpy.percentile) of a handful of samples."""
+    import numpy as np
+
+    return {"p50": float(np.percentile(xs, 50)), "p95": float(np.percentile(xs, 95)),
+            "runs": len(xs)}
+
+
 def interference_line() -> str:
     r = INTERFERENCE.report()
     flag = "  (NOT QUIET: timings are suspect)" if r["other_processes_mean_cores"] > 0.1 else ""
@@ -155,3 +165,33 @@ def write_results(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: offline, no analytics (no traffic off the machine)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **extra}
+
+
+_SCRATCH = tempfile.TemporaryDirectory(prefix="bench-")  # removed when the script ends
+
+
+def scratch(name: str) -> Path:
+    """A fresh temporary folder, deleted with everything in it when the script ends (saved
+    models are about 100 MB)."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_SCRATCH.name))
+
+
+def tree_at(rev: str, *paths: str) -> Path:
+    """`paths` as they were at git revision `rev`, extracted into a fresh temporary folder, so
+    that an old version of the app can run beside the working tree's (before/after in one run)."""
+    folder = scratch(f"at-{rev}")
+    archive = subprocess.run(["git", "archive", rev, *paths], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder

@@ -5,28 +5,27 @@
 
 Figures (all timed side by side in one run, round-robin, medians reported):
 
-* latency: "caption + all overlays" for one image = the path `Demo.caption` runs when a user
-  presses Caption (load the file, preprocess, encode, decode, one heatmap overlay per word on
-  the display copy of the image), divided by the encoder forward alone (batch 1, same model),
-  for greedy and beam 3. Also a breakdown (load+preprocess / decode / overlays) and the whole
-  app handler (`Demo.view`: also writes the overlay JPEGs and the grid PNG).
-* slider: one move of the word slider, server side: gradio's own `process_api` for the
-  `show_word` event (preprocess the gallery value, `word_view`, postprocess the outputs),
-  on a gallery produced by the real caption handler. No model call.
+* latency: the app's caption handler `Demo.view` for one image (open the upload, preprocess,
+  encode, decode, build the explorer payload that the browser draws every heatmap from) divided
+  by the encoder forward alone (batch 1, same model), greedy and beam 3, with a breakdown
+  (load+preprocess / encode / decode / payload). Before and after in the same run: `Demo.view`
+  and the encoder of git revision `--before` (default 4552883, the app that wrote one overlay
+  JPEG per word and a grid PNG on the server), on the same model files, in a subprocess.
+  There is no server-side slider step any more: the browser draws every word.
 * throughput: `caption_images` on 32 images at batch size 1, 8 and 32, greedy and beam 3.
 * startup: `python app.py --server-port P` until http://127.0.0.1:P/ answers 200.
 
 Models: (a) the bundled model (`weights/`, else `runs/scenes/`), (b) a ResNet50-sized model
-with random weights (stage 4, 7x7 grid, 224 px, 256/512/512, 3000-word vocabulary).
+with random weights (stage 4, 7x7 grid, 224 px, 256/512/512, 3000-word vocabulary), saved to a
+temporary folder so that both versions of the app load the same files.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,26 +41,29 @@ import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     ROOT,
-    clock,
+    free_port,
     interference_line,
     interleaved,
     machine,
     machine_line,
     median,
     ms,
+    quiet_env,
+    scratch,
     summary,
     table,
+    tree_at,
     verdict,
     write_results,
 )
 from captioner.decoding import caption_images, decode, images_to_batch  # noqa: E402
 from captioner.model import Captioner, CaptionerConfig  # noqa: E402
-from captioner.visualize import attention_overlay  # noqa: E402
 from captioner.vocab import SPECIALS  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
-TARGETS = {"greedy_ratio": 1.25, "beam3_ratio": 1.5, "slider_s": 0.030, "startup_s": 10.0}
+TARGETS = {"view_greedy_ratio_resnet50": 1.5, "startup_s": 10.0}
 MAX_LEN = 20
+BEFORE = "4552883"  # the app that drew the overlays on the server
 
 
 def bundled_dir() -> Path:
@@ -89,39 +91,46 @@ def resnet50_model() -> Captioner:
     return Captioner(config).eval()
 
 
+def model_dir(name: str) -> Path:
+    """The folder `app.py --weights` and `Demo.load` take: the bundled one, or the random
+    ResNet50-sized model saved to a temporary folder (about 100 MB)."""
+    if name == "bundled":
+        return bundled_dir()
+    return resnet50_model().save(scratch("resnet50"))
+
+
+def shown_image(name: str) -> Path:
+    """The image each model is shown: a scene for the scene model, a photo for the other."""
+    return EXAMPLES / ("scene-1.png" if name == "bundled" else "photo-grace-hopper.jpg")
+
+
 def load_models(names: list[str]) -> dict:
-    """name -> (Demo, image path shown to it, description)."""
-    from captioner.demo import Demo, ModelInfo
-    from captioner.hub import load_model
+    """name -> (Demo, image path shown to it (allowed as a client file), description, folder)."""
+    from captioner.demo import Demo
 
     out = {}
     for name in names:
-        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        if name == "bundled":
-            model_dir = bundled_dir()
-            model = load_model(model_dir)
-            info = ModelInfo.read(str(model_dir), model_dir, model)
-            image = EXAMPLES / "scene-1.png"
-            desc = f"bundled ({model_dir.relative_to(ROOT)})"
-        else:
-            model = resnet50_model()
-            info = ModelInfo("random resnet50", workdir, "resnet50 (random weights)")
-            image = EXAMPLES / "photo-grace-hopper.jpg"
-            desc = "resnet50 (random init)"
-        cfg = model.config
+        folder = model_dir(name)
+        demo = Demo.load(str(folder))
+        image = shown_image(name)
+        demo.allow_files([image])
+        cfg = demo.model.config
+        desc = (f"bundled ({folder.relative_to(ROOT)})" if name == "bundled"
+                else "resnet50 (random init)")
         desc += (f": {cfg.encoder} stage {cfg.encoder_stage}, {cfg.image_size} px, "
                  f"{cfg.grid_size}x{cfg.grid_size} grid, vocab {len(cfg.vocab)}")
-        out[name] = (Demo(model, info, workdir=workdir), image, desc)
+        out[name] = (demo, image, desc, folder)
     return out
 
 
-# --- latency: caption + all overlays vs encoder forward ---
+# --- latency: the caption handler vs the encoder forward ---
 
 def latency(demo, image: Path, repeats: int) -> dict:
-    from captioner.demo import display_copy, load_input
+    from captioner.demo import display_copy, explorer_payload
+    from captioner.demo.core import Result
 
     model = demo.model
-    picture = load_input(str(image))
+    picture = demo.files.open(str(image))
     x = images_to_batch(model, [picture])
 
     @torch.inference_mode()
@@ -131,92 +140,77 @@ def latency(demo, image: Path, repeats: int) -> dict:
     features = encoder()
     captions = {b: caption_images(model, [picture], beam_size=b, max_len=MAX_LEN)[0]
                 for b in (1, 3)}
-    shown = display_copy(picture)
-    base = Path(demo.workdir)
 
-    def view(beam):
-        def run():
-            # a fresh folder each time, so the overlay files are really written (not reused)
-            demo._workdir = Path(tempfile.mkdtemp(dir=base))
-            demo.view(str(image), beam, MAX_LEN)
-        return run
+    def payload(beam):  # what Demo.view adds after the model: display size, JSON-ready maps
+        c = captions[beam]
 
-    def overlays(beam):  # as in Demo.caption: one display copy, one overlay per word
         def run():
-            shown = display_copy(picture)
-            return [attention_overlay(shown, a, demo.cell_centres)
-                    for a in captions[beam].attention]
+            result = Result(list(c.tokens), float(c.score), c.attention, display_copy(picture))
+            return explorer_payload(result, demo.cell_centres)
         return run
 
     cases = {
         "encoder forward": encoder,
-        "caption+overlays greedy": lambda: demo.caption(str(image), 1, MAX_LEN),
-        "caption+overlays beam3": lambda: demo.caption(str(image), 3, MAX_LEN),
-        "  load+preprocess": lambda: images_to_batch(model, [load_input(str(image))]),
+        "Demo.view greedy": lambda: demo.view(str(image), 1, MAX_LEN),
+        "Demo.view beam3": lambda: demo.view(str(image), 3, MAX_LEN),
+        "  load+preprocess": lambda: images_to_batch(model, [demo.files.open(str(image))]),
         "  decode greedy": lambda: decode(model, features, beam_size=1, max_len=MAX_LEN),
         "  decode beam3": lambda: decode(model, features, beam_size=3, max_len=MAX_LEN),
-        "  overlays greedy": overlays(1),
-        "  overlays beam3": overlays(3),
-        "app handler Demo.view greedy": view(1),
-        "app handler Demo.view beam3": view(3),
+        "  payload greedy": payload(1),
+        "  payload beam3": payload(3),
     }
     times = interleaved(cases, repeats)
     result = {name.strip(): summary(t) for name, t in times.items()}
     enc = median(times["encoder forward"])
-    result["ratio_greedy"] = median(times["caption+overlays greedy"]) / enc
-    result["ratio_beam3"] = median(times["caption+overlays beam3"]) / enc
+    result["ratio_greedy"] = median(times["Demo.view greedy"]) / enc
+    result["ratio_beam3"] = median(times["Demo.view beam3"]) / enc
     result["words"] = {"greedy": len(captions[1].tokens), "beam3": len(captions[3].tokens)}
-    result["display_size"] = list(shown.size)
+    result["payload_json_bytes"] = {
+        beam: len(json.dumps(demo.view(str(image), b, MAX_LEN).explorer))
+        for beam, b in (("greedy", 1), ("beam3", 3))}
     result["image"] = str(image.relative_to(ROOT))
-    shutil.rmtree(base, ignore_errors=True)
     return result
 
 
-# --- slider: gradio's own handling of one slider move ---
-
-def slider(demo, image: Path, moves: int) -> dict:
-    from gradio.state_holder import SessionState
-
-    import app as app_module
-    from captioner.demo import word_view
-
-    blocks = app_module.build_app(demo, examples=[])
-    fns = {f.api_name: f for f in blocks.fns.values()}
-    state = SessionState(blocks)
-    payload = {"path": str(image), "meta": {"_type": "gradio.FileData"}}
-
-    import gradio as gr
-
-    caption_fn, word_fn = fns["caption_ui"], fns["show_word"]
-    at = next(i for i, c in enumerate(caption_fn.outputs) if isinstance(c, gr.Gallery))
-    slider_ = next(c for c in word_fn.inputs if not isinstance(c, gr.Gallery))
-    resets = [f for f in blocks.fns.values() if slider_ in f.outputs
-              and len(f.inputs) == 1 and isinstance(f.inputs[0], gr.Gallery)]
-
-    async def run():
-        out = await blocks.process_api(caption_fn, [payload, 3, MAX_LEN], state=state)
-        gallery = out["data"][at]  # as the browser holds it and sends it back
-        count = len(gallery)
-        for fn in resets:  # what follows the caption (e.g. the slider's new maximum)
-            await blocks.process_api(fn, [gallery], state=state)
-        server, plain = [], []
-        for i in range(moves):
-            index = 1 + i % max(count, 1)
-            inputs = [gallery if isinstance(c, gr.Gallery) else index for c in word_fn.inputs]
-            server.append(await _timed(blocks.process_api(word_fn, inputs, state=state)))
-            local = [(g["image"]["path"], g["caption"]) for g in gallery]
-            plain.append(clock(lambda: word_view(local, index)))  # noqa: B023
-        return count, server, plain
-
-    count, server, plain = asyncio.run(run())
-    return {"words": count, "process_api show_word": summary(server),
-            "word_view alone": summary(plain)}
+# Runs in the old revision's tree (its `captioner` first on sys.path, this tree's `benchmarks`
+# after it): the old handler wrote every overlay JPEG and the grid PNG, into a fresh folder
+# each time so that they are really written.
+BEFORE_LATENCY = """
+import json, sys, tempfile, torch
+from pathlib import Path
+from benchmarks.common import interleaved, median, scratch, summary
+from captioner.decoding import images_to_batch
+from captioner.demo import Demo, load_input
+folder, image, repeats, max_len, threads = sys.argv[1:]
+if int(threads):
+    torch.set_num_threads(int(threads))
+demo = Demo.load(folder)
+x = images_to_batch(demo.model, [load_input(image)])
+def view(beam):
+    def run():
+        demo._workdir = Path(tempfile.mkdtemp(dir=base))
+        demo.view(image, beam, int(max_len))
+    return run
+base = scratch("before-view")
+encoder = torch.inference_mode()(lambda: demo.model.encode(x))
+times = interleaved({"encoder forward": encoder, "Demo.view greedy": view(1),
+                     "Demo.view beam3": view(3)}, int(repeats))
+out = {k: summary(v) for k, v in times.items()}
+enc = median(times["encoder forward"])
+out["ratio_greedy"] = median(times["Demo.view greedy"]) / enc
+out["ratio_beam3"] = median(times["Demo.view beam3"]) / enc
+print(json.dumps(out))
+"""
 
 
-async def _timed(coroutine) -> float:
-    start = time.perf_counter()
-    await coroutine
-    return time.perf_counter() - start
+def latency_before(rev: str, tree: Path, folder: Path, image: Path, repeats: int,
+                   threads: int) -> dict:
+    """`Demo.view` and the encoder of revision `rev` (extracted in `tree`), same model files."""
+    env = quiet_env(PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", BEFORE_LATENCY, str(folder), str(image),
+                          str(repeats), str(MAX_LEN), str(threads)], cwd=tree, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return {"rev": rev, **json.loads(out.splitlines()[-1])}
 
 
 # --- throughput ---
@@ -240,30 +234,34 @@ def throughput(model: Captioner, n_images: int, batch_sizes: list[int], repeats:
 
 # --- app start-up ---
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def startup_once(weights: Path, timeout: float = 60.0) -> float | None:
+@contextlib.contextmanager
+def app_server(weights: Path, tree: Path = ROOT, threads: int = 0, timeout: float = 60.0):
+    """Run `tree`'s app.py on a free loopback port (torch on `threads` threads; 0: its
+    default); yields (url, seconds until its page answered 200, or None if it never did
+    within `timeout`). The process is killed after."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    url = f"http://127.0.0.1:{port}/"
     log = tempfile.TemporaryFile()
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py", "--weights", str(weights),
                              "--server-port", str(port), "--server-name", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=tree, env=quiet_env(**threads_env(threads)), stdout=log,
+                            stderr=subprocess.STDOUT)
     ready = None
     try:
         while time.perf_counter() - start < timeout and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
                         ready = time.perf_counter() - start
                         break
             except OSError:
                 time.sleep(0.05)
+        if ready is None:
+            log.seek(0)
+            print("app did not become ready:\n" + log.read().decode(errors="replace")[-2000:],
+                  file=sys.stderr)
+        yield url, ready
     finally:
         proc.terminate()
         try:
@@ -271,18 +269,22 @@ def startup_once(weights: Path, timeout: float = 60.0) -> float | None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if ready is None:
-        log.seek(0)
-        print("app did not become ready:\n" + log.read().decode(errors="replace")[-2000:],
-              file=sys.stderr)
-    log.close()
-    return ready
+        log.close()
+
+
+def threads_env(threads: int) -> dict[str, str]:
+    """What makes a child's torch use `threads` threads (nothing for 0: its default)."""
+    return {"OMP_NUM_THREADS": str(threads)} if threads else {}
+
+
+def startup_once(weights: Path) -> float | None:
+    with app_server(weights) as (_, ready):
+        return ready
 
 
 def python_seconds(code: str) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=quiet_env(), check=True,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -308,85 +310,80 @@ def startup(repeats: int) -> dict:
             "breakdown": {k: summary(v) for k, v in parts.items()}}
 
 
-def use_baseline(rev: str) -> None:
-    """Swap in the decoding and overlay functions of git revision `rev`, everywhere the
-    caption path and this script look them up."""
-    import captioner.demo
-    from benchmarks.compare import module_at
-
-    old_decoding = module_at(rev, "captioner/decoding.py", "baseline_decoding")
-    old_visualize = module_at(rev, "captioner/visualize.py", "baseline_visualize")
-    captioner.demo.caption_images = old_decoding.caption_images
-    captioner.demo.attention_overlay = old_visualize.attention_overlay
-    globals().update(caption_images=old_decoding.caption_images, decode=old_decoding.decode,
-                     images_to_batch=old_decoding.images_to_batch,
-                     attention_overlay=old_visualize.attention_overlay)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="latency,slider,throughput,startup")
+    parser.add_argument("--parts", default="latency,throughput,startup")
     parser.add_argument("--models", default="bundled,resnet50")
     parser.add_argument("--repeats", type=int, default=9, help="latency rounds")
     parser.add_argument("--throughput-repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=32, help="images per throughput run")
     parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--slider-moves", type=int, default=60)
     parser.add_argument("--startup-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--name", default="inference", help="results/<name>.json")
-    parser.add_argument("--baseline", metavar="REV", help="use captioner/decoding.py and "
-                        "captioner/visualize.py as they were at this git revision (before/after)")
+    parser.add_argument("--before", default=BEFORE, metavar="REV",
+                        help="also time Demo.view of this git revision's captioner package on "
+                             "the same model files ('' to skip)")
     args = parser.parse_args(argv)
-    if args.baseline:
-        use_baseline(args.baseline)
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     m = machine()
     print(machine_line(m))
     results: dict = {"machine": m, "targets": TARGETS, "command": " ".join(sys.argv),
-                     "baseline_rev": args.baseline, "models": {}}
+                     "before_rev": args.before or None, "models": {}}
     demos = load_models(args.models.split(",")) if set(parts) - {"startup"} else {}
+    tree = tree_at(args.before, "captioner") if args.before and "latency" in parts else None
     rows = []
-    for name, (demo, image, desc) in demos.items():
+    for name, (demo, image, desc, folder) in demos.items():
         print(f"\n== {desc}")
         r: dict = {"description": desc}
         if "latency" in parts:
             r["latency"] = lat = latency(demo, image, args.repeats)
-            words = lat["words"]
             print(table([[k, ms(v["median_s"]), ms(v["min_s"])] for k, v in lat.items()
                          if isinstance(v, dict) and "median_s" in v],
                         ["latency, batch 1", "median", "min"]))
-            for beam, key in (("greedy", "ratio_greedy"), ("beam3", "ratio_beam3")):
-                target = TARGETS[f"{beam}_ratio"]
-                rows.append([name, f"caption+overlays / encoder, {beam} ({words[beam]} words)",
-                             f"{lat[key]:.2f}x", f"<= {target}", verdict(lat[key], target)])
-        if "slider" in parts:
-            r["slider"] = sl = slider(demo, image, args.slider_moves)
-            s = sl["process_api show_word"]["median_s"]
-            rows.append([name, f"slider step, server side ({sl['words']} words)", ms(s),
-                         "<= 30 ms", verdict(s, TARGETS["slider_s"])])
-            rows.append([name, "  word_view alone", ms(sl["word_view alone"]["median_s"]),
-                         "", ""])
+            if tree:
+                r["latency_before"] = old = latency_before(args.before, tree, folder, image,
+                                                           args.repeats, args.threads)
+            for beam in ("greedy", "beam3"):
+                ratio = lat[f"ratio_{beam}"]
+                target = TARGETS["view_greedy_ratio_resnet50"]
+                judged = name == "resnet50" and beam == "greedy"
+                after = (f"{ms(lat[f'Demo.view {beam}']['median_s'])} / "
+                         f"{ms(lat['encoder forward']['median_s'])} = {ratio:.2f}x")
+                before = (f"{ms(old[f'Demo.view {beam}']['median_s'])} / "
+                          f"{ms(old['encoder forward']['median_s'])} = "
+                          f"{old[f'ratio_{beam}']:.2f}x") if tree else ""
+                rows.append([name, f"Demo.view / encoder, {beam} ({lat['words'][beam]} words)",
+                             before, after, f"<= {target}" if judged else "reported",
+                             verdict(ratio, target) if judged else ""])
+            for part in ("load+preprocess", "decode greedy", "decode beam3", "payload greedy",
+                         "payload beam3"):
+                rows.append([name, f"  {part}", "", ms(lat[part]["median_s"]), "", ""])
+            rows.append([name, "  payload JSON greedy / beam3", "",
+                         "{greedy} / {beam3} bytes".format(**lat["payload_json_bytes"]), "", ""])
         if "throughput" in parts:
             sizes = [int(b) for b in args.batch_sizes.split(",")]
             r["throughput"] = tp = throughput(demo.model, args.images, sizes,
                                               args.throughput_repeats)
             for k, v in tp.items():
-                rows.append([name, f"throughput {k}", f"{v['images_per_s']:.1f} img/s", "", ""])
+                rows.append([name, f"throughput {k}", "", f"{v['images_per_s']:.1f} img/s",
+                             "", ""])
         results["models"][name] = r
     if "startup" in parts:
         results["startup"] = st = startup(args.startup_repeats)
         if st.get("ready"):
             s = st["ready"]["median_s"]
-            rows.append(["app", f"start-up to ready ({st['weights']})", f"{s:.1f} s",
+            rows.append(["app", f"start-up to ready ({st['weights']})", "", f"{s:.1f} s",
                          "<= 10 s", verdict(s, TARGETS["startup_s"])])
             for k, v in st["breakdown"].items():
-                rows.append(["app", f"  {k}", f"{v['median_s']:.1f} s", "", ""])
+                rows.append(["app", f"  {k}", "", f"{v['median_s']:.1f} s", "", ""])
         elif "skipped" not in st:
-            rows.append(["app", "start-up to ready", "never ready", "<= 10 s", "MISSED"])
-    print("\n" + table(rows, ["model", "figure (median)", "value", "target", "verdict"]))
+            rows.append(["app", "start-up to ready", "", "never ready", "<= 10 s", "MISSED"])
+    before = f"before ({args.before})" if tree else "before"
+    print("\n" + table(rows, ["model", "figure (median)", before, "after (this tree)", "target",
+                              "verdict"]))
     path = write_results(args.name, results)
     print(f"\n{machine_line(m)}\n{interference_line()}\nwritten {path.relative_to(ROOT)}")
 

@@ -26,12 +26,12 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="resnet50", choices=["bundled", "resnet50"])
     parser.add_argument("--what", default="caption", choices=["caption", "view", "throughput"],
                         help="caption: Demo.caption on one image; view: Demo.view (the app's "
-                             "handler: also writes the files); throughput: caption_images on "
-                             "32 images at batch 32")
+                             "handler: also opens the file and builds the browser's payload); "
+                             "throughput: caption_images on 32 images at batch 32")
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--baseline", metavar="REV", help="profile decoding.py and visualize.py "
-                        "as they were at this git revision (e.g. 723d89e)")
+    parser.add_argument("--baseline", metavar="REV", help="profile decoding.py as it was at "
+                        "this git revision (e.g. 723d89e)")
     args = parser.parse_args(argv)
     try:
         from pyinstrument import Profiler
@@ -40,26 +40,21 @@ def main(argv=None) -> None:
     from captioner.decoding import caption_images
     from captioner.preprocess import load_image
 
-    demo, image, desc = load_models([args.model])[args.model]
+    demo, image, desc, _ = load_models([args.model])[args.model]
     if args.baseline:
-        import captioner.demo
+        import captioner.demo.core
         from benchmarks.compare import module_at
 
         old_decoding = module_at(args.baseline, "captioner/decoding.py", "baseline_decoding")
-        old_visualize = module_at(args.baseline, "captioner/visualize.py", "baseline_visualize")
-        captioner.demo.caption_images = caption_images = old_decoding.caption_images
-        captioner.demo.attention_overlay = old_visualize.attention_overlay
-        desc += f" [decoding/visualize at {args.baseline}]"
+        captioner.demo.core.caption_images = caption_images = old_decoding.caption_images
+        desc += f" [decoding at {args.baseline}]"
     if args.what == "caption":
+        picture = load_image(image)
+
         def run():
-            demo.caption(str(image), args.beam, MAX_LEN)
+            demo.caption(picture, args.beam, MAX_LEN)
     elif args.what == "view":
-        import tempfile
-
-        base = demo.workdir
-
-        def run():  # a fresh folder each time, so the files are really written
-            demo._workdir = Path(tempfile.mkdtemp(dir=base))
+        def run():
             demo.view(str(image), args.beam, MAX_LEN)
     else:
         files = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
