@@ -191,7 +191,8 @@
       trigger(event, details);
     }
 
-    /** The thumbnails, drawn after the first heatmap is on screen (one word per idle slice). */
+    /** After the first heatmap is on screen, one word per idle slice: its thumbnail, then its
+     * full-size heatmap, so that a later step only copies a finished picture (under 1 ms). */
     function drawGallery(token) {
       const canvases = element.querySelectorAll("#gallery canvas");
       let i = 0;
@@ -199,6 +200,7 @@
         if (token !== data || i >= canvases.length) return;
         const c = canvases[i++];
         c.getContext("2d").putImageData(overlay(i, c.width, c.height, thumbPixels), 0, 0);
+        if (!cache[i]) cache[i] = overlay(i, data.width, data.height, pixels);
         (global.requestIdleCallback || global.setTimeout)(next);
       };
       next();
