@@ -172,6 +172,13 @@ def upload(page, path: Path) -> dict:
             "server_ms": float(server.group(1)) if server else None}
 
 
+def route(url: str) -> str:
+    """A request's route, without the server folder that gradio puts in file URLs."""
+    path = urlsplit(url).path
+    head, sep, served = path.partition("file=")
+    return head + sep + Path(served).name if sep else path
+
+
 def measure(browser, url: str, uploads: int, steps: int, folder: Path) -> dict:
     """Everything for one running app, in a fresh browser context (an empty cache)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -190,7 +197,7 @@ def measure(browser, url: str, uploads: int, steps: int, folder: Path) -> dict:
         page.wait_for_load_state("networkidle")  # the old app's gallery pictures too
         page.wait_for_timeout(500)
         run["received_kb"] = (traffic.received - received) / 1024
-        run["requests"] = [urlsplit(u).path for u in traffic.requests[sent:]]
+        run["requests"] = [route(u) for u in traffic.requests[sent:]]
         runs.append(run)
     words = runs[-1]["words"]
     page.wait_for_function(  # the slider spans the caption (the old app sets it after it)
