@@ -51,14 +51,14 @@ from benchmarks.common import (  # noqa: E402
     write_results,
 )
 from benchmarks.inference import BEFORE, EXAMPLES, app_server, model_dir  # noqa: E402
+from benchmarks.network import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LATENCY_MS,
+    NETWORK,
+    Traffic,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
-LATENCY_MS = 150
-NETWORK = {"offline": False, "latency": LATENCY_MS, "downloadThroughput": 10e6 / 8,
-           "uploadThroughput": 5e6 / 8}
 PHOTO = EXAMPLES / "photo-grace-hopper.jpg"
 WARM_UP = EXAMPLES / "scene-1.png"
 TIMEOUT_MS = 60_000
@@ -101,42 +101,6 @@ STEP = """async (word) => {
   const p = b.paints[before];
   return p ? [p.at - t0, p.frame - t0] : null;
 }"""
-
-
-class Traffic:
-    """Requests sent and bytes received by one page, from Chrome DevTools' network events
-    (as tests/test_browser.py counts them). Streamed replies (gradio's server-sent events)
-    count by their chunks as they arrive."""
-
-    def __init__(self, page):
-        self.requests: list[str] = []
-        self.streamed: dict[str, int] = {}
-        self.finished: dict[str, int] = {}
-        self.urls: dict[str, str] = {}
-        page.on("request", lambda request: self.requests.append(request.url))
-        cdp = page.context.new_cdp_session(page)
-        cdp.send("Network.enable")
-        cdp.send("Network.emulateNetworkConditions", NETWORK)
-        cdp.on("Network.requestWillBeSent",
-               lambda e: self.urls.__setitem__(e["requestId"], e["request"]["url"]))
-        cdp.on("Network.dataReceived", self.data_received)
-        cdp.on("Network.loadingFinished",
-               lambda e: self.finished.__setitem__(e["requestId"], e["encodedDataLength"]))
-
-    def data_received(self, event) -> None:
-        size = max(event["encodedDataLength"], event["dataLength"])
-        self.streamed[event["requestId"]] = self.streamed.get(event["requestId"], 0) + size
-
-    @property
-    def sent(self) -> int:
-        """Requests over the network (data: URLs are not traffic)."""
-        return sum(not url.startswith("data:") for url in self.requests)
-
-    @property
-    def received(self) -> int:
-        ids = {i for i in set(self.streamed) | set(self.finished)
-               if not self.urls.get(i, "").startswith("data:")}
-        return sum(max(self.streamed.get(i, 0), self.finished.get(i, 0)) for i in ids)
 
 
 def photos(count: int, folder: Path) -> list[Path]:

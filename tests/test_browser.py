@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.network import CHROMIUM, CHROMIUM_ARGS, Traffic
 from captioner.demo import Demo
 from captioner.hub import BUNDLED_WEIGHTS
 from captioner.scenes import render_scene
@@ -25,16 +26,10 @@ from captioner.visualize import attention_overlay, upsample_attention
 pytestmark = [pytest.mark.browser,
               pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword)")]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 SCREENSHOT = Path("/tmp/captioner-screenshot.png")
 TIMEOUT_MS = 60_000
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "examples" / "photo-grace-hopper.jpg"
-NETWORK = {"offline": False, "latency": 150, "downloadThroughput": 10e6 / 8,
-           "uploadThroughput": 5e6 / 8}  # what a visitor of a Space might have
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
@@ -59,36 +54,6 @@ def browser():
 def app(tmp_path_factory):
     with running_app(tmp_path_factory.mktemp("browser-app"), weights()) as (url, examples):
         yield url, examples
-
-
-class Traffic:
-    """Requests sent and bytes received by one page, from Chrome DevTools' network events.
-    Streamed replies (gradio's server-sent events) count by their chunks as they arrive."""
-
-    def __init__(self, page):
-        self.requests: list[str] = []
-        self.streamed: dict[str, int] = {}
-        self.finished: dict[str, int] = {}
-        self.urls: dict[str, str] = {}
-        page.on("request", lambda request: self.requests.append(request.url))
-        cdp = page.context.new_cdp_session(page)
-        cdp.send("Network.enable")
-        cdp.send("Network.emulateNetworkConditions", NETWORK)
-        cdp.on("Network.requestWillBeSent",
-               lambda e: self.urls.__setitem__(e["requestId"], e["request"]["url"]))
-        cdp.on("Network.dataReceived", self.data_received)
-        cdp.on("Network.loadingFinished",
-               lambda e: self.finished.__setitem__(e["requestId"], e["encodedDataLength"]))
-
-    def data_received(self, event) -> None:
-        size = max(event["encodedDataLength"], event["dataLength"])
-        self.streamed[event["requestId"]] = self.streamed.get(event["requestId"], 0) + size
-
-    @property
-    def received(self) -> int:
-        ids = {i for i in set(self.streamed) | set(self.finished)  # data: URLs are not traffic
-               if not self.urls.get(i, "").startswith("data:")}
-        return sum(max(self.streamed.get(i, 0), self.finished.get(i, 0)) for i in ids)
 
 
 def painted(page) -> int:
