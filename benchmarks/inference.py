@@ -126,8 +126,8 @@ def load_models(names: list[str]) -> dict:
 # --- latency: the caption handler vs the encoder forward ---
 
 def latency(demo, image: Path, repeats: int) -> dict:
-    from captioner.demo import display_copy, explorer_payload
-    from captioner.demo.core import Result
+    from captioner.demo import display_size, explorer_payload
+    from captioner.demo.core import TOP_K, Result, unfamiliar_warning
 
     model = demo.model
     picture = demo.files.open(str(image))
@@ -138,14 +138,15 @@ def latency(demo, image: Path, repeats: int) -> dict:
         return model.encode(x)
 
     features = encoder()
-    captions = {b: caption_images(model, [picture], beam_size=b, max_len=MAX_LEN)[0]
-                for b in (1, 3)}
+    captions = {b: caption_images(model, [picture], beam_size=b, max_len=MAX_LEN,
+                                  top_k=TOP_K)[0] for b in (1, 3)}
 
-    def payload(beam):  # what Demo.view adds after the model: display size, JSON-ready maps
-        c = captions[beam]
+    def payload(beam):  # what Demo.view adds after the model: the familiarity check (scenes
+        c = captions[beam]  # models), the display size, JSON-ready maps and questions
 
         def run():
-            result = Result(list(c.tokens), float(c.score), c.attention, display_copy(picture))
+            result = Result(c, display_size(*picture.size),
+                            warning=unfamiliar_warning(picture, model))
             return explorer_payload(result, demo.cell_centres)
         return run
 
@@ -154,8 +155,10 @@ def latency(demo, image: Path, repeats: int) -> dict:
         "Demo.view greedy": lambda: demo.view(str(image), 1, MAX_LEN),
         "Demo.view beam3": lambda: demo.view(str(image), 3, MAX_LEN),
         "  load+preprocess": lambda: images_to_batch(model, [demo.files.open(str(image))]),
-        "  decode greedy": lambda: decode(model, features, beam_size=1, max_len=MAX_LEN),
-        "  decode beam3": lambda: decode(model, features, beam_size=3, max_len=MAX_LEN),
+        "  decode greedy": lambda: decode(model, features, beam_size=1, max_len=MAX_LEN,
+                                          top_k=TOP_K),
+        "  decode beam3": lambda: decode(model, features, beam_size=3, max_len=MAX_LEN,
+                                         top_k=TOP_K),
         "  payload greedy": payload(1),
         "  payload beam3": payload(3),
     }

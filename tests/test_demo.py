@@ -53,12 +53,12 @@ def result(demo, scene) -> Result:
     return demo.caption(scene, beam_size=2, max_len=MAX_LEN)
 
 
-def test_caption_keeps_words_maps_and_a_display_copy(result):
+def test_caption_keeps_words_maps_and_the_display_size(result):
     t = len(result.tokens)
     assert 1 <= t <= MAX_LEN and result.attention.shape[0] == t
     assert result.text == " ".join(result.tokens)
     assert np.allclose(result.attention.sum(axis=(1, 2)), 1, atol=1e-4)
-    assert DISPLAY_MIN <= max(result.image.size) <= DISPLAY_MAX  # 64 px scene enlarged
+    assert DISPLAY_MIN <= max(result.size) <= DISPLAY_MAX  # 64 px scene enlarged
     assert result.score <= 0
 
 
@@ -74,7 +74,7 @@ def test_every_input_kind_gives_the_same_caption(demo, scene, uploads):
 def test_large_images_are_downscaled_for_display(demo):
     big = Image.new("RGB", (3000, 1500), (120, 130, 140))
     result = demo.caption(big, 1, 3)
-    assert result.image.size == (DISPLAY_MAX, DISPLAY_MAX // 2)
+    assert result.size == (DISPLAY_MAX, DISPLAY_MAX // 2)
 
 
 def test_explorer_payload_has_what_the_browser_draws_from(demo, result):
@@ -86,7 +86,7 @@ def test_explorer_payload_has_what_the_browser_draws_from(demo, result):
     assert maps.shape == (len(result.tokens), grid * grid)
     np.testing.assert_allclose(maps.reshape(-1, grid, grid), result.attention, atol=1e-5)
     np.testing.assert_allclose(payload["centres"], demo.cell_centres, atol=1e-6)
-    assert (payload["width"], payload["height"]) == result.image.size  # drawn at display size
+    assert (payload["width"], payload["height"]) == result.size  # drawn at display size
     assert "image" not in payload  # the browser already shows the picture: never sent back
 
 
@@ -182,7 +182,7 @@ def test_api_payload_is_plain_json(demo, result):
 
 
 def test_empty_caption_is_handled(demo, scene):
-    empty = Result(Caption([], -1.0, np.zeros((0, 4, 4), np.float32)), scene)
+    empty = Result(Caption([], -1.0, np.zeros((0, 4, 4), np.float32)), scene.size)
     assert api_payload(empty)["attention"] == []
     assert explorer_payload(empty, demo.cell_centres)["attention"] == []
 

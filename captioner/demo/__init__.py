@@ -17,6 +17,7 @@ from captioner.demo.core import (
     api_payload,
     describe_score,
     display_copy,
+    display_size,
     explorer_payload,
     web_asset,
 )
@@ -26,4 +27,4 @@ from captioner.demo.model_info import ModelInfo
 __all__ = ["BEAM_SIZES", "DEFAULT_BEAM", "DEFAULT_MAX_LEN", "DISPLAY_MAX", "DISPLAY_MIN",
            "EMPTY_CAPTION", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "Look",
            "ModelInfo", "Result", "View", "api_payload", "check_int", "describe_score",
-           "display_copy", "explorer_payload", "load_input", "web_asset"]
+           "display_copy", "display_size", "explorer_payload", "load_input", "web_asset"]

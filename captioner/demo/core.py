@@ -62,13 +62,13 @@ class Look:
 @dataclass
 class Result:
     """One captioned image: the decoder's answer (words, score, attention, alternatives, gate,
-    beams), the display copy, and how the visitor steered it."""
+    beams), the size its heatmaps are drawn at, and how the visitor steered it."""
 
     caption: Caption
-    image: Image.Image  # the display copy of the input that heatmaps are drawn on
+    size: tuple[int, int]  # (width, height) the browser draws the heatmaps at
     beam_size: int = DEFAULT_BEAM
     max_len: int = DEFAULT_MAX_LEN
-    seconds: float = 0.0  # time for the model and the display copy together
+    seconds: float = 0.0  # time the model took
     forced: int = 0  # how many leading words the visitor chose (a forced prefix)
     look: Look | None = None
     warning: str | None = None  # a scenes model shown something unlike its training data
@@ -94,15 +94,24 @@ class Result:
         return len(self.tokens)
 
 
-def display_copy(image: Image.Image, largest: int = DISPLAY_MAX,
-                 smallest: int = DISPLAY_MIN) -> Image.Image:
-    """A copy whose longer side is within [smallest, largest] (aspect ratio kept)."""
-    side = max(image.size)
+def display_size(width: int, height: int, largest: int = DISPLAY_MAX,
+                 smallest: int = DISPLAY_MIN) -> tuple[int, int]:
+    """The size heatmaps are drawn at: the longer side within [smallest, largest], aspect ratio
+    kept (64 px scenes enlarged, big photos reduced)."""
+    side = max(width, height)
     if smallest <= side <= largest:
-        return image.copy()
+        return width, height
     scale = (largest if side > largest else smallest) / side
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def display_copy(image: Image.Image) -> Image.Image:
+    """The image at `display_size` (what server-side overlays, e.g. benchmarks, draw on)."""
+    size = display_size(*image.size)
+    if size == image.size:
+        return image.copy()
+    larger = size[0] > image.width
+    return image.resize(size, Image.Resampling.BICUBIC if larger else Image.Resampling.LANCZOS)
 
 
 def questions(result: Result) -> dict:
@@ -152,8 +161,8 @@ def explorer_payload(result: Result, cell_centres: np.ndarray) -> dict:
         "centres": [round(float(c), 6) for c in cell_centres],
         "attention": [np.round(a.astype(np.float64).ravel(), ATTENTION_DECIMALS).tolist()
                       for a in result.attention],
-        "width": result.image.width,
-        "height": result.image.height,
+        "width": result.size[0],
+        "height": result.size[1],
         **questions(result),
         "lab": result.lab,
     }
@@ -271,7 +280,7 @@ class Demo:
             attention = {}
         caption = caption_images(self.model, [image], beam_size=beam_size, max_len=max_len,
                                  top_k=TOP_K, guide=Guide(prefix, attention))[0]
-        return Result(caption, display_copy(image), beam_size, max_len,
+        return Result(caption, display_size(*image.size), beam_size, max_len,
                       time.perf_counter() - start, forced=len(prefix.split()), look=look,
                       warning=unfamiliar_warning(image, self.model))
 
@@ -314,7 +323,7 @@ class Demo:
         factor = -(-DISPLAY_MIN // max(scene.image.size))
         picture = scene.image.resize((scene.image.width * factor, scene.image.height * factor),
                                      Image.Resampling.NEAREST)
-        result = Result(scene.caption, display_copy(picture), beam_size, DEFAULT_MAX_LEN,
+        result = Result(scene.caption, display_size(*picture.size), beam_size, DEFAULT_MAX_LEN,
                         seconds, lab=lab_payload(scene))
         return picture, self._view(result), truth_markdown(scene)
 
