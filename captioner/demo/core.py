@@ -29,7 +29,7 @@ from captioner.model import Captioner
 BEAM_SIZES = (1, 5)  # smallest and largest beam the app offers
 MAX_LEN_RANGE = (3, 40)  # shortest and longest caption limit the app offers
 DEFAULT_BEAM, DEFAULT_MAX_LEN = 3, 20
-DISPLAY_MAX = 512  # heatmaps are drawn on a copy of the image at most this large ...
+DISPLAY_MAX = 512  # heatmaps are drawn at most this large ...
 DISPLAY_MIN = 320  # ... and small inputs (64 px scenes) are enlarged to at least this
 ATTENTION_DECIMALS = 5  # attention sent to the browser: 1e-5 is far below one colour level
 TOP_K = 5  # alternatives shown for each word
