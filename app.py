@@ -109,15 +109,16 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
     def pick(image, beam_size, max_len, evt: gr.EventData):
         """The visitor picked another word: the model writes the rest from there."""
         with user_errors():
-            return shown(model.view(image, beam_size, max_len, prefix=evt._data["prefix"]))
+            prefix = event_field(evt, "prefix", str)
+            return shown(model.view(image, beam_size, max_len, prefix=prefix))
 
     def look(image, beam_size, max_len, evt: gr.EventData):
         """The visitor clicked a point for the selected word: the model looks there."""
-        data = evt._data
         with user_errors():
-            where = Look(int(data["word"]), float(data["x"]), float(data["y"]))
-            return shown(model.view(image, beam_size, max_len, prefix=data["prefix"],
-                                    look=where))
+            where = Look(event_field(evt, "word", int), event_field(evt, "x", float),
+                         event_field(evt, "y", float))
+            prefix = event_field(evt, "prefix", str)
+            return shown(model.view(image, beam_size, max_len, prefix=prefix, look=where))
 
     def api_caption(image, beam_size, max_len) -> dict:
         with user_errors():
@@ -133,14 +134,14 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
 
     def new_scene(seed, beam_size):
         with user_errors():
-            picture, view, truth = model.new_scene(seed, min(int(beam_size), 3))
+            picture, view, truth = model.new_scene(seed, beam_size)
         return (picture, *shown(view), truth, int(seed) + 1)
 
     def compose(beam_size, *fields):
         specs = [{"shape": shape, "color": color, "size": size, "position": (x, y)}
                  for shape, color, size, x, y in zip(*[iter(fields)] * 5) if shape != "none"]
         with user_errors():
-            picture, view, truth = model.compose(specs, min(int(beam_size), 3))
+            picture, view, truth = model.compose(specs, beam_size)
         return (picture, *shown(view), truth)
 
     with gr.Blocks(title="captioner: Show, Attend and Tell", delete_cache=(1800, 3600)) as demo:
@@ -231,6 +232,18 @@ def user_errors():
         yield
     except (ImageError, ValueError) as e:
         raise gr.Error(str(e), title="Cannot caption this image") from None
+
+
+def event_field(evt: gr.EventData, name: str, kind: type):
+    """One field of what the page's explorer sent with an event (a client could send anything:
+    a missing or malformed field is a ValueError, shown as a message)."""
+    value = (getattr(evt, "_data", None) or {}).get(name)
+    try:
+        if value is None:
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"the page sent a bad '{name}': {value!r}") from None
 
 
 @dataclass

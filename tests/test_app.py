@@ -188,6 +188,19 @@ def test_mcp_flag_serves_the_api_endpoints_as_tools(tmp_path):
     assert [t["meta"]["endpoint_name"] for t in tools] == ["caption", "caption_from", "look_here"]
 
 
+def test_what_the_explorer_sends_is_checked():
+    from types import SimpleNamespace
+
+    sent = SimpleNamespace(_data={"word": "3", "x": 0.25, "prefix": "a big", "y": "left"})
+    assert app_module.event_field(sent, "word", int) == 3
+    assert app_module.event_field(sent, "prefix", str) == "a big"
+    for name, kind in (("y", float), ("missing", str), ("x", dict)):
+        with pytest.raises(ValueError, match=f"bad '{name}'"):
+            app_module.event_field(sent, name, kind)
+    with pytest.raises(ValueError, match="bad 'word'"):
+        app_module.event_field(SimpleNamespace(_data=None), "word", int)
+
+
 def test_the_page_shows_no_server_path(served, tmp_path_factory):
     import httpx
 
