@@ -319,6 +319,8 @@ def test_examples_for_a_scenes_model_leave_out_the_photo(bundled, make_model, tm
 def test_scene_lab_shows_truth_boxes_and_pointing(bundled):
     picture, view, truth = bundled.new_scene(3, 1)
     assert min(picture.size) >= DISPLAY_MIN  # enlarged for the page
+    sent = view.explorer["image"]  # and sent with the caption, a few KB
+    assert sent.startswith("data:image/png;base64,") and len(sent) < 20_000
     lab = view.explorer["lab"]
     assert lab["objects"] and all(0 <= v <= 1 for o in lab["objects"] for v in o["box"])
     assert "Ground truth:" in truth and "True captions:" in truth

@@ -10,7 +10,9 @@ components.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,7 @@ class Result:
     look: Look | None = None
     warning: str | None = None  # a scenes model shown something unlike its training data
     lab: dict | None = None  # scene lab: objects' boxes and, per object word, pointing hit
+    picture: str | None = None  # a data: URL of the picture, when the page does not show it
 
     @property
     def tokens(self) -> list[str]:
@@ -165,7 +168,15 @@ def explorer_payload(result: Result, cell_centres: np.ndarray) -> dict:
         "height": result.size[1],
         **questions(result),
         "lab": result.lab,
+        **({"image": result.picture} if result.picture else {}),
     }
+
+
+def png_data_url(image: Image.Image) -> str:
+    """A small picture as a `data:` URL, to travel inside the caption's JSON."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def web_asset(name: str) -> str:
@@ -324,7 +335,7 @@ class Demo:
         picture = scene.image.resize((scene.image.width * factor, scene.image.height * factor),
                                      Image.Resampling.NEAREST)
         result = Result(scene.caption, display_size(*picture.size), beam_size, DEFAULT_MAX_LEN,
-                        seconds, lab=lab_payload(scene))
+                        seconds, lab=lab_payload(scene), picture=png_data_url(picture))
         return picture, self._view(result), truth_markdown(scene)
 
     def new_scene(self, seed, beam_size=1) -> tuple[Image.Image, View, str]:

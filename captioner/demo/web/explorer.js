@@ -5,7 +5,7 @@
  * attention map per word, the true cell centres and the display size (see captioner/demo/core.py
  * `explorer_payload`). The image itself is not sent again: the page already shows it in the
  * input component (#input-image: the visitor's upload or the example clicked), and the heatmaps
- * are drawn over that. From then on, moving the slider, clicking a word or a thumbnail repaints
+ * are drawn over that (only a scene-lab scene, a few KB, comes with its caption). From then on, moving the slider, clicking a word or a thumbnail repaints
  * here, within one animation frame, and asks the server nothing.
  *
  * The visitor can also question the model (each asks the server once, through a gradio event
@@ -281,7 +281,7 @@
       slider.disabled = value.tokens.length < 2;
       const canvas = $("#heatmap canvas");
       canvas.width = value.width; canvas.height = value.height;
-      whenLoaded(shownImage(), (image) => {
+      whenLoaded(value.image ? pictureFrom(value.image) : shownImage(), (image) => {
         if (ticket !== loads) return;  // a newer caption arrived meanwhile
         data = value;
         pixels = pixelsOf(image, value.width, value.height);
@@ -298,6 +298,14 @@
     /** The picture the input component shows: what was captioned. */
     function shownImage() {
       return document.querySelector(props.image_selector);
+    }
+
+    /** A picture the server sent with the caption (the scene lab's scenes, which arrive
+     * together with the input component's new picture: this way there is no race). */
+    function pictureFrom(url) {
+      const img = new Image();
+      img.src = url;
+      return img;
     }
 
     /** Call `then(img)` once `img` (maybe still loading, maybe not there yet) has its pixels. */
