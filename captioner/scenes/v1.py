@@ -37,6 +37,7 @@ SIZES: tuple[str, ...] = ("small", "big")
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.25, 0.285), "big": (0.40, 0.47)}
 MAX_OBJECTS = 3
 IMAGE_SIZE = 64
+MIN_IMAGE_SIZE = 32
 
 
 def _sample_objects(rng: np.random.Generator, image_size: int) -> list[SceneObject]:
@@ -140,8 +141,8 @@ def make_captions(objects: Sequence[SceneObject]) -> list[str]:
 
 def render_scene(rng: np.random.Generator, image_size: int = IMAGE_SIZE) -> Scene:
     """Draw one random scene and describe it; all randomness comes from ``rng``."""
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
     objects = _sample_objects(rng, image_size)
     return draw_scene(objects, draw_background(rng, image_size))
 

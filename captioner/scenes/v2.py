@@ -48,6 +48,7 @@ SIZE_RANGES: dict[str, tuple[float, float]] = {"tiny": (0.14, 0.17), **v1.SIZE_R
 MAX_OBJECTS = 5
 MAX_COUNT = 3  # identical objects in one scene: "two", "three"
 IMAGE_SIZE = 128
+MIN_IMAGE_SIZE = 96
 GRID = 16
 MAX_WORDS = 40  # five singletons chained by relations, after "an image of"
 HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (
@@ -278,8 +279,9 @@ def render_scene(rng: np.random.Generator, image_size: int = IMAGE_SIZE, *,
                  held_out: bool = False) -> Scene:
     """Draw one random scene and describe it; `held_out`: a scene of the compositional set
     (at least one named object of a held-out colour-shape pair)."""
-    if image_size < 96:
-        raise ValueError(f"scenes-v2 images are at least 96 pixels, got {image_size}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"scenes-v2 images are at least {MIN_IMAGE_SIZE} pixels, got "
+                         f"{image_size}")
     objects = sample_objects(rng, image_size, held_out=held_out)
     return draw_scene(objects, draw_background(rng, image_size))
 

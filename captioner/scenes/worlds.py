@@ -22,6 +22,7 @@ class World:
     name: str
     module: object  # scenes.v1 or scenes.v2: render_scene, draw_background, draw_scene, ...
     image_size: int  # the size its model sees
+    min_image_size: int  # the smallest its generator draws
     grid: int  # the encoder grid its preset trains
     max_words: int  # the longest caption it writes
     words: frozenset[str]  # every word of its captions
@@ -63,6 +64,11 @@ class World:
     def objects_from_specs(self) -> Callable:
         return self.module.objects_from_specs
 
+    @property
+    def folder_prefix(self) -> str:
+        """How its generated datasets' folders start ("scenes" for scenes-v1, as always)."""
+        return "scenes" if self.name == "scenes-v1" else self.name
+
     def options(self) -> dict:
         """What a scene may hold, for a form that composes one (JSON-able)."""
         return {"world": self.name, "shapes": list(self.shapes), "colors": list(self.colors),
@@ -71,10 +77,10 @@ class World:
 
 
 _RELATION_WORDS = " ".join(RELATIONS).split()
-V1 = World("scenes-v1", v1, v1.IMAGE_SIZE, 8, 20, frozenset(
+V1 = World("scenes-v1", v1, v1.IMAGE_SIZE, v1.MIN_IMAGE_SIZE, 8, 20, frozenset(
     {*v1.SHAPES, *v1.COLORS, *v1.SIZES, *_RELATION_WORDS, "a", "an", "the", "is", "and",
      "there", "image", "of", "on", "plain", "background", "single"}))
-V2 = World("scenes-v2", v2, v2.IMAGE_SIZE, v2.GRID, v2.MAX_WORDS, frozenset(
+V2 = World("scenes-v2", v2, v2.IMAGE_SIZE, v2.MIN_IMAGE_SIZE, v2.GRID, v2.MAX_WORDS, frozenset(
     {*v2.SHAPES, *(f"{s}s" for s in v2.SHAPES), *v2.COLORS, *v2.SIZES, *_RELATION_WORDS,
      "two", "three", "a", "an", "the", "is", "are", "and", "there", "image", "of", "in", "on",
      "background"}), held_out_pairs=v2.HELD_OUT_PAIRS, background_max_std=18.0,
