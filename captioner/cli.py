@@ -201,10 +201,9 @@ def evaluate_command(args) -> int:
             metrics = compositional_metrics(model, held_out, beam_size=beam,
                                             max_len=args.max_len, batch_size=args.batch_size)
             block[f"beam{beam}"] = metrics
-            print(f"held-out pairs, beam {beam}: objects_correct "
-                  f"{metrics['objects_correct'] * 100:.1f} %, held-out objects named "
-                  f"{(metrics['held_out_named'] or 0) * 100:.1f} %, pointing "
-                  f"{(metrics['pointing'] or 0) * 100:.1f} %")
+            print(f"held-out pairs, beam {beam}: " + ", ".join(
+                f"{k} {metrics[k] * 100:.1f} %" if metrics[k] is not None else f"{k} None"
+                for k in ("objects_correct", "held_out_named", "pointing")))
         results["compositional"] = block
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))

@@ -200,6 +200,10 @@ def test_occlusion_visible_fraction_and_only_mostly_visible_objects_are_named():
         pixels = np.asarray(scene.image, dtype=int)
         for k, obj in enumerate(scene.objects):
             assert obj.visible >= 0.6 or 0.1 <= obj.visible <= 0.35
+            for later in scene.objects[k + 1:]:  # an edge shows wherever one covers another
+                overlap = min(obj.box[2], later.box[2]) > max(obj.box[0], later.box[0]) and \
+                    min(obj.box[3], later.box[3]) > max(obj.box[1], later.box[1])
+                assert not overlap or later.color != obj.color
             if obj.visible == 1.0:
                 continue
             occluded += 1
