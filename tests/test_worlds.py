@@ -147,6 +147,39 @@ def test_counting_by_hand():
                                objects)["relations_correct"] is True
     assert caption_correctness("two small red circles to the left of a big blue square",
                                objects)["relations_correct"] is False
+    # one circle left of the square, the other below it: true of one is not true of both
+    split = [SceneObject("circle", "red", "small", [10, 10, 42, 42], 1.0),
+             SceneObject("circle", "red", "small", [10, 80, 42, 112], 1.0),
+             SceneObject("square", "blue", "big", [60, 20, 100, 60], 1.0)]
+    assert caption_correctness("two small red circles to the left of a big blue square",
+                               split)["relations_correct"] is False
+    assert caption_correctness("a small red circle to the left of a big blue square",
+                               split[:1] + split[2:])["relations_correct"] is True
+
+
+def test_a_caption_names_the_visible_one_of_two_identical_objects():
+    """A mostly hidden green circle listed first must not be the one "a small green circle"
+    names: the visible one is, so its relation is the one checked."""
+    hidden = SceneObject("circle", "green", "small", [40, 60, 72, 92], 0.2)
+    hexagon = SceneObject("hexagon", "cyan", "big", [20, 56, 72, 108], 1.0)
+    visible = SceneObject("circle", "green", "small", [42, 4, 74, 36], 1.0)
+    objects = [hidden, hexagon, visible]
+    text = "a small green circle above a big cyan hexagon"
+    assert v2.make_captions(objects)[1] == text
+    result = caption_correctness(text, objects)
+    assert result["groups"] == [[2], [1]]
+    assert result["objects_correct"] and result["relations_correct"] is True
+
+
+def test_five_objects_are_as_common_as_one_and_all_are_named():
+    counts = Counter(len(v2.sample_objects(scene_rng(8, "train", i))) for i in range(300))
+    assert set(counts) == {1, 2, 3, 4, 5} and min(counts.values()) >= 40, counts
+    five = [SceneObject(shape, colour, "tiny", [x, y, x + 20, y + 20], 1.0)
+            for shape, colour, x, y in [("star", "red", 4, 4), ("circle", "blue", 40, 60),
+                                        ("square", "pink", 80, 10), ("diamond", "green", 100, 100),
+                                        ("hexagon", "yellow", 60, 100)]]
+    for caption in v2.make_captions(five):
+        assert len(parse_caption(caption).mentions) == 5, caption
 
 
 def _one_hot_caption(text: str, cells: dict[int, tuple[int, int]], grid: int = 8) -> Caption:
@@ -249,6 +282,8 @@ def test_held_out_pairs_never_appear_in_training_data(tmp_path):
     assert len(shown) >= 3
     # the held-out scenes are not the test scenes with other colours: their own generators
     assert (held / "test" / "00000.png").read_bytes() != (out / "test" / "00000.png").read_bytes()
+    for split in ("train", "test"):
+        assert scene_rng(4, split, 0, held_out=True).random() != scene_rng(4, split, 0).random()
 
 
 def test_model_config_names_its_world(tmp_path, tiny_model, make_model):

@@ -177,9 +177,10 @@ def _relations_clear(objects: Sequence[SceneObject], image_size: int) -> bool:
 
 def sample_objects(rng: np.random.Generator, image_size: int = IMAGE_SIZE, *,
                    held_out: bool = False) -> list[SceneObject]:
-    """Random objects in drawing order, each with its visible fraction."""
+    """Random objects in drawing order, each with its visible fraction. The number of
+    objects is drawn once, so crowded scenes are as common as sparse ones."""
+    count = int(rng.integers(1, MAX_OBJECTS + 1))
     while True:
-        count = int(rng.integers(1, MAX_OBJECTS + 1))
         objects = _place(rng, _sample_kinds(rng, count, held_out), image_size)
         if objects is None:
             continue
