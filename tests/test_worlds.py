@@ -125,6 +125,22 @@ def test_every_v2_caption_parses_back_to_its_ground_truth(seed, index, split, he
         assert not any(v2.is_held_out(o) for o in scene.objects)
 
 
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), index=st.integers(0, 10**6),
+       size=st.sampled_from([32, 64, 128]))
+def test_every_v1_caption_parses_back_to_its_ground_truth(seed, index, size):
+    scene = render_scene(scene_rng(seed, "train", index), size)
+    kinds = [o.kind for o in scene.objects]
+    assert len(set(kinds)) == len(kinds) and all(o.visible is None for o in scene.objects)
+    for caption in scene.captions:
+        assert set(caption.split()) <= V1.words, caption
+        result = caption_correctness(caption, scene.objects)
+        assert result["objects_correct"] and result["relations_correct"] in (True, None)
+        for i, relation, j in result["parsed"].relations:
+            a, b = result["matches"][i], result["matches"][j]
+            assert _relation(scene.objects[a], scene.objects[b]) == relation
+
+
 def test_counting_by_hand():
     circles = [SceneObject("circle", "red", "small", [10, 10, 42, 42], 1.0),
                SceneObject("circle", "red", "small", [60, 10, 92, 42], 1.0)]
