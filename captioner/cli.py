@@ -215,7 +215,7 @@ def scene_set(args, world, model_size: int, *, held_out: bool = False) -> Path:
     the model's image size when the world allows it; `held_out`: the compositional set."""
     from captioner.scenes import generate_scenes
 
-    size = model_size if model_size >= world.min_image_size else world.image_size
+    size = world.size_for(model_size)
     kind = "-heldout" if held_out else ""
     return generate_scenes(args.data_dir / f"{world.folder_prefix}{kind}-eval-{size}px-seed"
                            f"{args.seed}",

@@ -78,12 +78,6 @@ def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int, world: Wo
                     result["relations_correct"], words)
 
 
-def _size(model: Captioner, world: World) -> int:
-    """The model's image size, or the world's own where its generator cannot draw that."""
-    size = model.config.image_size
-    return size if size >= world.min_image_size else world.image_size
-
-
 def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0,
               world: str | None = None) -> LabScene:
     """Lab scene number `seed` (any int >= 0), drawn like the dataset of `world` (default:
@@ -92,7 +86,8 @@ def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, got {seed}")
     spec = lab_world(model, world)
-    scene = spec.render_scene(scene_rng(LAB_SEED, "test", seed), _size(model, spec))
+    scene = spec.render_scene(scene_rng(LAB_SEED, "test", seed),
+                              spec.size_for(model.config.image_size))
     return _check(model, scene, beam_size, top_k, spec)
 
 
@@ -103,7 +98,7 @@ def compose(model: Captioner, objects: Sequence[Mapping], *, seed: int = 0,
     color, size, position (x, y fractions)}, on a background drawn from lab seed `seed`. Bad
     specs raise ValueError."""
     spec = lab_world(model, world)
-    size = _size(model, spec)
+    size = spec.size_for(model.config.image_size)
     placed = spec.objects_from_specs(objects, size)
     background = spec.draw_background(np.random.default_rng([LAB_SEED, seed]), size)
     return _check(model, spec.draw_scene(placed, background), beam_size, top_k, spec)

@@ -69,6 +69,11 @@ class World:
         """How its generated datasets' folders start ("scenes" for scenes-v1, as always)."""
         return "scenes" if self.name == "scenes-v1" else self.name
 
+    def size_for(self, model_size: int) -> int:
+        """The size to draw scenes at for a model seeing `model_size` pixels: that size, or
+        the world's own where its generator cannot draw so small."""
+        return model_size if model_size >= self.min_image_size else self.image_size
+
     def options(self) -> dict:
         """What a scene may hold, for a form that composes one (JSON-able)."""
         return {"world": self.name, "shapes": list(self.shapes), "colors": list(self.colors),
