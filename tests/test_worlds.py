@@ -378,6 +378,10 @@ def test_lab_draws_from_the_models_world(v2_model):
         compose(bundled, specs)
     old = new_scene(bundled, 3)
     assert old.image.size == (64, 64)
+    richer = new_scene(bundled, 3, world="scenes-v2")  # too small for v2: the world's own size
+    assert richer.image.size == (128, 128)
+    assert richer.references == \
+        v2.render_scene(scene_rng(10_000, "test", 3), 128).captions
     assert old.references == render_scene(scene_rng(10_000, "test", 3), 64).captions
 
 
