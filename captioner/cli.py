@@ -32,8 +32,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="branch, tag or commit of a Hub repo (default: main)")
     parser.add_argument("--device", default="auto",
                         help=f"{DEVICE_CHOICES} (default: auto, a GPU when there is one)")
-    parser.add_argument("--max-len", type=int, default=20,
-                        help="longest caption, in words (default: 20)")
+    parser.add_argument("--max-len", type=int, default=None,
+                        help="longest caption, in words (default: the longest caption of the "
+                             "model's scene world, 40 for scenes-v2; else 20)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help=f"images captioned together (default: {BATCH_SIZE})")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
@@ -78,9 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "ROUGE-L, CIDEr (pycocoevalcap x 100); on scenes also exact content, "
                     "relations and pointing (percentages).")
     add_model_options(ev)
-    ev.add_argument("--dataset", default="scenes",
-                    help="'scenes' (freshly generated with --seed) or a dataset id, folder or "
-                         "file, as for train_space.py (default: scenes)")
+    ev.add_argument("--dataset", default=None,
+                    help="a scene world, 'scenes' (= 'scenes-v1') or 'scenes-v2', freshly "
+                         "generated with --seed; or a dataset id, folder or file, as for "
+                         "train_space.py (default: the world the model was trained on, "
+                         "else scenes)")
     for column in ("image", "caption", "split"):
         ev.add_argument(f"--{column}-column", default=None,
                         help=f"the dataset's {column} column, as for train_space.py")
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_decoding_args(args) -> str | None:
     """The same checks for `caption` and `evaluate`: a message, or None when all is well."""
     beams = args.beam_size if isinstance(args.beam_size, list) else [args.beam_size]
-    if min(beams) < 1 or args.max_len < 1 or args.batch_size < 1:
+    if min(beams) < 1 or (args.max_len is not None and args.max_len < 1) or args.batch_size < 1:
         return "--beam-size, --max-len and --batch-size must be at least 1"
     return None
 
@@ -118,11 +121,17 @@ def open_model(args, problem: str | None = None):
     if problem:
         return None, problem
     try:
-        return load_model(args.weights, device=args.device, revision=args.revision,
-                          quantize=args.quantize), None
+        model = load_model(args.weights, device=args.device, revision=args.revision,
+                           quantize=args.quantize)
     except ValueError as e:  # WeightsError is a ValueError too
         prefix = "cannot load weights: " if isinstance(e, WeightsError) else ""
         return None, f"{prefix}{e}"
+    if args.max_len is None:
+        from captioner.scenes import world_of
+
+        world = world_of(model)
+        args.max_len = world.max_words if world else 20
+    return model, None
 
 
 def look_here(value: str) -> tuple[int, float, float]:
@@ -142,28 +151,35 @@ def look_here(value: str) -> tuple[int, float, float]:
 
 def evaluate_command(args) -> int:
     from captioner.data import DatasetFormatError, DatasetLoadError, load_caption_dataset
-    from captioner.evaluation import evaluate_split
-    from captioner.scenes import generate_scenes
+    from captioner.evaluation import compositional_metrics, evaluate_split
+    from captioner.scenes import get_world, is_world, world_of
 
     model, error = open_model(args)
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    source = args.dataset
+    trained_on = world_of(model)
+    dataset = args.dataset or ("scenes" if trained_on in (None, get_world("scenes"))
+                               else trained_on.name)
+    world = get_world(dataset) if is_world(dataset) else None
+    held_out = None
     try:
-        if source == "scenes":
-            size = model.config.image_size
-            source = generate_scenes(args.data_dir / f"scenes-eval-{size}px-seed{args.seed}",
-                                     num_train=1, num_validation=1, num_test=args.num_scenes,
-                                     image_size=size, seed=args.seed)
+        if world is not None:
+            source = scene_set(args, world, model.config.image_size)
+            if world.held_out_pairs:
+                held_out = load_caption_dataset(
+                    scene_set(args, world, model.config.image_size, held_out=True))["test"]
+        else:
+            source = dataset
         test = load_caption_dataset(source, image_column=args.image_column,
                                     caption_column=args.caption_column,
                                     split_column=args.split_column)["test"]
     except (FileNotFoundError, DatasetFormatError, DatasetLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    results = {"weights": str(args.weights or BUNDLED_WEIGHTS), "dataset": args.dataset,
-               "seed": args.seed if args.dataset == "scenes" else None, "images": len(test),
+    results = {"weights": str(args.weights or BUNDLED_WEIGHTS), "dataset": dataset,
+               "world": world.name if world else None,
+               "seed": args.seed if world else None, "images": len(test),
                "quantize": args.quantize}
     for beam in args.beam_size:
         metrics = evaluate_split(model, test, beam_size=beam, max_len=args.max_len,
@@ -179,9 +195,32 @@ def evaluate_command(args) -> int:
                   f"trials) beside pointing {metrics['pointing'] * 100:.1f} % (chance "
                   f"{metrics['pointing_chance'] * 100:.1f} %): the words follow where the "
                   "model looks, not only co-occur with it")
+    if held_out is not None:
+        block = {"pairs": [" ".join(p) for p in world.held_out_pairs], "images": len(held_out)}
+        for beam in args.beam_size:
+            metrics = compositional_metrics(model, held_out, beam_size=beam,
+                                            max_len=args.max_len, batch_size=args.batch_size)
+            block[f"beam{beam}"] = metrics
+            print(f"held-out pairs, beam {beam}: " + ", ".join(
+                f"{k} {metrics[k] * 100:.1f} %" if metrics[k] is not None else f"{k} None"
+                for k in ("objects_correct", "held_out_named", "pointing")))
+        results["compositional"] = block
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def scene_set(args, world, model_size: int, *, held_out: bool = False) -> Path:
+    """Freshly generated test scenes of `world` (--num-scenes, --seed, under --data-dir), at
+    the model's image size when the world allows it; `held_out`: the compositional set."""
+    from captioner.scenes import generate_scenes
+
+    size = world.size_for(model_size)
+    kind = "-heldout" if held_out else ""
+    return generate_scenes(args.data_dir / f"{world.folder_prefix}{kind}-eval-{size}px-seed"
+                           f"{args.seed}",
+                           num_train=1, num_validation=1, num_test=args.num_scenes,
+                           image_size=size, seed=args.seed, world=world.name, held_out=held_out)
 
 
 def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from captioner.decoding import BATCH_SIZE, Caption, Guide, box_map, decode, images_to_batch
 from captioner.preprocess import to_rgb
-from captioner.scenes import COLORS, caption_correctness
+from captioner.scenes import COLORS, caption_correctness, world_of
+from captioner.scenes.objects import MIN_VISIBLE
 from captioner.visualize import upsample_attention
 from captioner.vocab import tokenize
 
@@ -74,26 +75,45 @@ def caption_metrics(references: list[list[str]], hypotheses: list[str], *,
 
 def pointing_words(caption: Caption, objects: list[dict], width: int, height: int,
                    centres: np.ndarray, tolerance: float) -> list[dict]:
-    """For every named object, at its colour word and at its shape word: is the peak of the
-    upsampled attention inside the object's box widened by `tolerance` pixels? One dict per
-    word: its index, the object's index, `hit`, and the chance a uniformly random peak hits."""
+    """For every named object, at its colour word and at its shape word (and, for counted
+    objects, at the count word): is the peak of the upsampled attention inside the object's
+    box widened by `tolerance` pixels (for counted objects, inside any of their boxes)? One
+    dict per word: its index, the object's index (`objects`: all of a counted mention's),
+    `hit`, and the chance a uniformly random peak hits."""
     words = []
     result = caption_correctness(caption.tokens, objects)
-    for mention, match in zip(result["parsed"].mentions, result["matches"]):
-        if match is None:
+    for mention, group in zip(result["parsed"].mentions, result["groups"]):
+        if not group:
             continue
-        x0, y0, x1, y1 = objects[match]["box"]
-        x0, y0 = max(0, x0 - tolerance), max(0, y0 - tolerance)
-        x1, y1 = min(width, x1 + tolerance), min(height, y1 + tolerance)
-        for index in (mention.color_index, mention.shape_index):
-            if index is None or index >= len(caption.attention):
+        boxes = []
+        for k in group:
+            x0, y0, x1, y1 = objects[k]["box"]
+            boxes.append((max(0, x0 - tolerance), max(0, y0 - tolerance),
+                          min(width, x1 + tolerance), min(height, y1 + tolerance)))
+        chance = box_union_share(boxes, width, height)
+        for index in mention.word_indices:
+            if index >= len(caption.attention):
                 continue
             heat = upsample_attention(caption.attention[index], width, height, centres)
             y, x = np.unravel_index(np.argmax(heat), heat.shape)
-            words.append({"word_index": index, "object": match,
-                          "hit": bool(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1),
-                          "chance": (x1 - x0) * (y1 - y0) / (width * height)})
+            hit = any(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1 for x0, y0, x1, y1 in boxes)
+            words.append({"word_index": index, "object": group[0], "objects": group,
+                          "hit": bool(hit), "chance": chance})
     return words
+
+
+def box_union_share(boxes: list[tuple], width: int, height: int) -> float:
+    """The share of the image that (x0, y0, x1, y1) pixel boxes cover together."""
+    if len(boxes) == 1:
+        x0, y0, x1, y1 = boxes[0]
+        return (x1 - x0) * (y1 - y0) / (width * height)
+    # pixel centres inside any box, the same test as a hit
+    xs, ys = np.arange(width) + 0.5, np.arange(height) + 0.5
+    covered = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        covered |= ((xs[None, :] >= x0) & (xs[None, :] <= x1)
+                    & (ys[:, None] >= y0) & (ys[:, None] <= y1))
+    return float(covered.mean())
 
 
 def pointing_game(caption: Caption, objects: list[dict], width: int, height: int,
@@ -127,7 +147,8 @@ def steering_trials(model, captions: list[Caption], objects: list[list[dict]],
         if first is None:
             continue
         mention, a = first
-        other = next((o for o in objs if o["color"] != objs[a]["color"]), None)
+        other = next((o for o in objs if o["color"] != objs[a]["color"]
+                      and o.get("visible", 1.0) >= MIN_VISIBLE), None)
         if other is None:
             continue
         box = [v / image_size for v in other["box"]]
@@ -154,10 +175,11 @@ def steered_words(model, features: torch.Tensor, captions: list[Caption],
             for c, t in zip(steered, trials)]
 
 
-def steering_summary(said: list[bool]) -> dict:
-    """Steering accuracy beside chance (a colour picked at random from the scenes palette)."""
+def steering_summary(said: list[bool], colours: int = len(COLORS)) -> dict:
+    """Steering accuracy beside chance (a colour picked at random from the world's
+    `colours`; scenes-v1 has five)."""
     return {"steering": round(float(np.mean(said)), 4) if said else None,
-            "steering_chance": round(1 / len(COLORS), 4), "steering_trials": len(said)}
+            "steering_chance": round(1 / colours, 4), "steering_trials": len(said)}
 
 
 def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size: int,
@@ -227,7 +249,8 @@ def steering_for_split(model, split, greedy_captions: list[Caption], objects: li
                                        desc="steering"):
         stop = start + len(batch)
         said += steered_words(model, batch, greedy_captions[start:stop], objects[start:stop])
-    return steering_summary(said)
+    world = world_of(model)
+    return steering_summary(said, len(world.colors) if world else len(COLORS))
 
 
 def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: int = BATCH_SIZE,
@@ -253,3 +276,35 @@ def evaluate_split(model, split, *, beam_size: int, max_len: int, batch_size: in
     metrics["examples"] = [{"caption": c.text, "references": r[:2]}
                            for c, r in zip(captions[:5], references[:5])]
     return metrics
+
+
+def held_out_named(captions: list[Caption], objects: list[list[dict]], pairs) -> float | None:
+    """Of the mostly visible objects whose colour-shape pair is in `pairs`, the share that
+    the captions name with the right size, colour and shape (and count)."""
+    named = []
+    for caption, objs in zip(captions, objects):
+        matched = {k for group in caption_correctness(caption.tokens, objs)["groups"]
+                   for k in group}
+        named += [k in matched for k, o in enumerate(objs)
+                  if (o["color"], o["shape"]) in pairs and o.get("visible", 1.0) >= MIN_VISIBLE]
+    return round(float(np.mean(named)), 4) if named else None
+
+
+def compositional_metrics(model, split, *, beam_size: int, max_len: int,
+                          batch_size: int = BATCH_SIZE) -> dict:
+    """Scene metrics on held-out scenes (each shows a colour-shape pair never trained on),
+    plus `held_out_named`: how often those very objects are named right."""
+    captions = generate_for_split(model, split, beam_size=beam_size, max_len=max_len,
+                                  batch_size=batch_size,
+                                  desc=f"held-out pairs (beam {beam_size})")
+    objects = [objects_of(o) for o in split["objects"]]
+    cfg = model.config
+    metrics = {"bleu4": bleu4(split["captions"], [c.text for c in captions])}
+    metrics.update(scene_metrics(captions, objects, cfg.image_size,
+                                 model.encoder.cell_centres(), cfg.grid_size))
+    metrics["held_out_named"] = held_out_named(captions, objects,
+                                               set(world_of(model).held_out_pairs))
+    metrics["examples"] = [{"caption": c.text, "references": r[:2]}
+                           for c, r in zip(captions[:5], split["captions"][:5])]
+    return metrics
+

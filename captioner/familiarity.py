@@ -1,12 +1,12 @@
 """Is this image like the ones a scenes model was trained on? A scenes model describes any
 image as coloured shapes, so the app must say when an image is not a generated scene.
 
-Generated scenes (captioner.scenes) are a plain, desaturated background with a gentle
-gradient, and one to three flat shapes in five palette colours; only the shapes' antialiased
-edges are neither. The check counts, on a small copy of the image, the pixels that are
-neither background-like nor a palette colour — photos, drawings and logos are mostly such
-pixels. Colour statistics on a downscaled copy do not depend on the image size, so an
-upscaled or re-saved scene still passes.
+Generated scenes (captioner.scenes) are a desaturated, low-contrast background (a gentle
+gradient; in scenes-v2 also blotchy noise or faint stripes) and flat shapes in the world's
+palette colours; only the shapes' antialiased edges are neither. The check counts, on a
+small copy of the image, the pixels that are neither background-like nor a palette colour:
+photos, drawings and logos are mostly such pixels. Colour statistics on a downscaled copy do
+not depend on the image size, so an upscaled or re-saved scene still passes.
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from captioner.scenes import COLORS, RELATIONS, SHAPES, SIZES
+from captioner.scenes.worlds import ALL_WORDS, V1, World, world_of
 from captioner.vocab import SPECIALS
 
-# Every word the scenes captions use (see scenes.make_captions).
-SCENE_WORDS = frozenset({*SHAPES, *COLORS, *SIZES, *" ".join(RELATIONS).split(), "a", "an",
-                         "the", "is", "and", "there", "image", "of", "on", "plain",
-                         "background", "single", *SPECIALS})
-CHECK_SIZE = 64  # the scenes' own size; a box filter averages bigger images down to it
+# Every word the captions of any scene world use (see scenes.worlds).
+SCENE_WORDS = frozenset({*ALL_WORDS, *SPECIALS})
+CHECK_SIZE = 64  # scenes-v1's own size; a box filter averages bigger images down to it
 BACKGROUND_MAX_SATURATION = 30  # max - min channel; backgrounds are grey with a +-12 tint
 BACKGROUND_LUMINANCE = (70, 225)  # base tone 105-185, plus tint, gradient and noise
-BACKGROUND_MAX_STD = 15.0  # luminance spread of the background (gradient + noise)
 PALETTE_DISTANCE = 40.0  # RGB distance to the nearest palette colour
 MAX_OTHER = 0.10  # a scene's antialiased edges stay well below (benchmarks/familiarity.py)
 MIN_BACKGROUND = 0.30  # three big shapes still leave about half the image background
-MIN_PALETTE = 0.01  # a scene shows at least one shape
 
 
 @dataclass
@@ -47,8 +43,9 @@ def trained_on_scenes(model) -> bool:
     return set(vocab) <= SCENE_WORDS
 
 
-def looks_like_scene(image: Image.Image) -> Familiarity:
-    """Colour statistics of a 64x64 copy against what every generated scene shows."""
+def looks_like_scene(image: Image.Image, world: World = V1) -> Familiarity:
+    """Colour statistics of a 64x64 copy against what every generated scene of `world`
+    shows: its palette, and its backgrounds' largest luminance spread."""
     small = image.convert("RGB").resize((CHECK_SIZE, CHECK_SIZE), Image.Resampling.BOX)
     pixels = np.asarray(small, dtype=np.float64).reshape(-1, 3)
     saturation = pixels.max(axis=1) - pixels.min(axis=1)
@@ -56,7 +53,7 @@ def looks_like_scene(image: Image.Image) -> Familiarity:
     background = ((saturation <= BACKGROUND_MAX_SATURATION)
                   & (luminance >= BACKGROUND_LUMINANCE[0])
                   & (luminance <= BACKGROUND_LUMINANCE[1]))
-    palette = np.array(list(COLORS.values()), dtype=np.float64)
+    palette = np.array(list(world.colors.values()), dtype=np.float64)
     distance = np.linalg.norm(pixels[:, None, :] - palette[None], axis=2).min(axis=1)
     coloured = (distance <= PALETTE_DISTANCE) & ~background
     other = 1 - background.mean() - coloured.mean()
@@ -67,16 +64,17 @@ def looks_like_scene(image: Image.Image) -> Familiarity:
         return Familiarity(False, f"only {background.mean():.0%} of the image is plain grey "
                                   "background: generated scenes are mostly background")
     spread = luminance[background].std()
-    if spread > BACKGROUND_MAX_STD:
+    if spread > world.background_max_std:
         return Familiarity(False, "the background is not one plain tone, as in generated "
                                   "scenes")
-    if coloured.mean() < MIN_PALETTE:
+    if coloured.mean() < world.min_palette:
         return Familiarity(False, "there is no shape in a scene colour on the background")
     return Familiarity(True, "plain background with flat coloured shapes, like the scenes "
                              "the model was trained on")
 
 
 def familiarity(image: Image.Image, model) -> Familiarity | None:
-    """For a scenes model, whether `image` is like its training data; None for other models
-    (a photo model has no such narrow domain to check)."""
-    return looks_like_scene(image) if trained_on_scenes(model) else None
+    """For a scenes model, whether `image` is like its training data (the world its config
+    names); None for other models (a photo model has no such narrow domain to check)."""
+    world = world_of(model)
+    return looks_like_scene(image, world) if world is not None else None

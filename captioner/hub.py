@@ -250,6 +250,12 @@ SCENES_DESCRIPTION = (
     "**Procedurally generated scenes** (`captioner.scenes`): 1–3 shapes (circle, square, "
     "triangle) in several colours and two sizes on varied backgrounds, each image with 5 "
     "templated captions that include spatial relations. It is *not* a photo dataset.")
+SCENES_V2_DESCRIPTION = (
+    "**Procedurally generated scenes, world scenes-v2** (`captioner.scenes.v2`, see "
+    "docs/worlds.md): 1–5 shapes of 6 kinds in 8 colours and 3 sizes on gradient, noise or "
+    "striped backgrounds, identical objects counted (\"two small red circles\"), distractors "
+    "that share attributes, partial occlusion, and four colour–shape pairs held out of "
+    "training for a compositional test. It is *not* a photo dataset.")
 SCENES_LIMITS = (
     "A demonstration model: it describes generated scenes of simple shapes and nothing else. "
     "On real photos its captions are meaningless. Use it to see how attention moves from object "
@@ -295,7 +301,11 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
     model (default: Hub repo or output folder); `project_url` links the code (never guessed)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    scenes = cfg["dataset"] == "scenes"
+    from captioner.scenes import is_world
+
+    scenes = is_world(cfg["dataset"])
+    description = (SCENES_V2_DESCRIPTION if cfg["dataset"] == "scenes-v2"
+                   else SCENES_DESCRIPTION)
     hub_dataset = not scenes and not Path(cfg["dataset"]).exists()
     title = (f"captioner: {cfg['encoder']} + attention LSTM on "
              f"{'generated scenes' if scenes else cfg['dataset']}")
@@ -304,7 +314,7 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
         tags=["image-captioning", "show-attend-and-tell", "attention", "pytorch"],
         datasets=[cfg["dataset"]] if hub_dataset else None, model_name=title,
         eval_results=eval_results(
-            metrics, cfg["dataset"] if hub_dataset else "scenes" if scenes else "local",
+            metrics, cfg["dataset"] if hub_dataset or scenes else "local",
             "generated scenes (captioner.scenes)" if scenes else cfg["dataset"]))
     skipped = sorted({s for b in BEAMS for s in metrics.get(b, {}).get("skipped", [])})
     fractions = any(metrics[b].get(k) is not None for b in BEAMS if b in metrics
@@ -318,7 +328,7 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
         percent_note="; exact content and pointing are percentages (%)" if fractions else "",
         skipped=(" Skipped: " + "; ".join(skipped) + ".") if skipped else "",
         selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics),
-        data_description=SCENES_DESCRIPTION if scenes else
+        data_description=description if scenes else
         f"`{cfg['dataset']}` loaded with 🤗 datasets; train/validation/test splits as provided "
         "(or carved deterministically from train).",
         command=command, config=json.dumps(cfg, indent=2),

@@ -17,17 +17,23 @@ from PIL import Image
 from captioner.decoding import Caption, caption_images
 from captioner.evaluation import pointing_words
 from captioner.model import Captioner
-from captioner.scenes import (
-    Scene,
-    caption_correctness,
-    draw_background,
-    draw_scene,
-    objects_from_specs,
-    render_scene,
-    scene_rng,
-)
+from captioner.scenes import Scene, World, caption_correctness, get_world, scene_rng, world_of
 
 LAB_SEED = 10_000
+
+
+def lab_world(model: Captioner, world: str | None = None) -> World:
+    """The world lab scenes come from: `world` when given, else the model's own (scenes-v1
+    for a model of no scene world)."""
+    if world is not None:
+        return get_world(world)
+    return world_of(model) or get_world("scenes-v1")
+
+
+def lab_options(model: Captioner, world: str | None = None) -> dict:
+    """What Compose may put in a scene of the lab's world: shapes, colours, sizes, the most
+    objects, and the image size (JSON-able, for the app's form)."""
+    return lab_world(model, world).options()
 
 
 @dataclass
@@ -36,11 +42,14 @@ class LabScene:
 
     image: Image.Image
     caption: Caption
-    objects: list[dict]  # shape, color, size, box (pixels) and box_fraction (x0, y0, x1, y1)
+    objects: list[dict]  # shape, color, size, box (pixels), box_fraction (x0, y0, x1, y1),
+    # and in worlds with overlaps, visible (the share not covered by later objects)
     references: list[str]  # five true captions
     objects_correct: bool  # the caption names exactly the scene's objects
     relations_correct: bool | None  # None when the caption states no relation
-    words: list[dict]  # per colour/shape word naming a scene object: index, word, object, hit
+    # per count/colour/shape word naming scene objects: index, word, object (the first),
+    # objects (all a counted mention names: a count word points at any of them), hit
+    words: list[dict]
 
     def summary(self) -> dict:
         """Everything but the image and attention maps, as JSON-able values."""
@@ -50,37 +59,46 @@ class LabScene:
                 "relations_correct": self.relations_correct, "words": self.words}
 
 
-def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int) -> LabScene:
+def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int, world: World
+           ) -> LabScene:
     """Caption a scene and score it, with evaluation's own checks (strict pointing: the
-    attention peak inside the object's box)."""
-    caption = caption_images(model, [scene.image], beam_size=beam_size, top_k=top_k)[0]
+    attention peak inside the object's box, or any of a counted mention's boxes)."""
+    caption = caption_images(model, [scene.image], beam_size=beam_size, top_k=top_k,
+                             max_len=world.max_words)[0]
     objects = [o.to_dict() for o in scene.objects]
     size = scene.image.width
     for obj in objects:
         obj["box_fraction"] = [v / size for v in obj["box"]]
     result = caption_correctness(caption.tokens, objects)
     words = [{"index": w["word_index"], "word": caption.tokens[w["word_index"]],
-              "object": w["object"], "hit": w["hit"]}
+              "object": w["object"], "objects": w["objects"], "hit": w["hit"]}
              for w in pointing_words(caption, objects, size, size,
                                      model.encoder.cell_centres(), tolerance=0)]
     return LabScene(scene.image, caption, objects, scene.captions, result["objects_correct"],
                     result["relations_correct"], words)
 
 
-def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0) -> LabScene:
-    """Lab scene number `seed` (any int >= 0), drawn like the dataset at the model's size;
-    `top_k` alternatives per word, as in `caption_images`."""
+def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0,
+              world: str | None = None) -> LabScene:
+    """Lab scene number `seed` (any int >= 0), drawn like the dataset of `world` (default:
+    the model's own) at the model's size; `top_k` alternatives per word, as in
+    `caption_images`."""
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, got {seed}")
-    return _check(model, render_scene(scene_rng(LAB_SEED, "test", seed),
-                                      model.config.image_size), beam_size, top_k)
+    spec = lab_world(model, world)
+    scene = spec.render_scene(scene_rng(LAB_SEED, "test", seed),
+                              spec.size_for(model.config.image_size))
+    return _check(model, scene, beam_size, top_k, spec)
 
 
 def compose(model: Captioner, objects: Sequence[Mapping], *, seed: int = 0,
-            beam_size: int = 1, top_k: int = 0) -> LabScene:
-    """A hand-made scene: up to three objects, each {shape, color, size, position (x, y
-    fractions)}, on a background drawn from lab seed `seed`. Bad specs raise ValueError."""
-    size = model.config.image_size
-    placed = objects_from_specs(objects, size)
-    background = draw_background(np.random.default_rng([LAB_SEED, seed]), size)
-    return _check(model, draw_scene(placed, background), beam_size, top_k)
+            beam_size: int = 1, top_k: int = 0, world: str | None = None) -> LabScene:
+    """A hand-made scene of `world` (default: the model's own): up to its most objects
+    (three in scenes-v1, five in scenes-v2, where identical ones are counted), each {shape,
+    color, size, position (x, y fractions)}, on a background drawn from lab seed `seed`. Bad
+    specs raise ValueError."""
+    spec = lab_world(model, world)
+    size = spec.size_for(model.config.image_size)
+    placed = spec.objects_from_specs(objects, size)
+    background = spec.draw_background(np.random.default_rng([LAB_SEED, seed]), size)
+    return _check(model, spec.draw_scene(placed, background), beam_size, top_k, spec)

@@ -49,6 +49,9 @@ class CaptionerConfig:
     image_size: int = 224
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # The scene world it was trained on (captioner.scenes.worlds); "" for other data. Configs
+    # saved before worlds existed have none: `scenes.world_of` reads their vocabulary.
+    world: str = ""
 
     def __post_init__(self):
         if self.encoder not in RESNETS:
@@ -56,6 +59,10 @@ class CaptionerConfig:
         if not 1 <= self.encoder_stage <= 4:
             raise ValueError(f"encoder_stage must be 1..4, got {self.encoder_stage}")
         Vocabulary(self.vocab)  # validates special tokens
+        if self.world:
+            from captioner.scenes.worlds import get_world
+
+            get_world(self.world)  # an unknown world is a ValueError naming the known ones
 
 
 def resnet_stages(resnet: models.ResNet, stage: int) -> nn.Sequential:

@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 
 from captioner.data import DatasetFormatError, DatasetLoadError, load_caption_dataset
 from captioner.decoding import caption_images
-from captioner.evaluation import evaluate_split
+from captioner.evaluation import compositional_metrics, evaluate_split
 from captioner.features import cache_key, cached_array, state_fingerprint
 from captioner.hub import load_model, push_folder, write_model_card
 from captioner.model import Captioner, CaptionerConfig, replace_as_shared
 from captioner.preprocess import normalise, resized_pixels, to_model_input, to_rgb
-from captioner.scenes import generate_scenes
+from captioner.scenes import generate_scenes, get_world, is_world
 from captioner.visualize import save_attention_grid
 from captioner.vocab import Vocabulary
 
@@ -95,7 +95,9 @@ class TrainConfig:
 
 
 HELP = {
-    "dataset": "Hub dataset id, local folder or file (see the README's Datasets), or 'scenes'",
+    "dataset": "Hub dataset id, local folder or file (see the README's Datasets), or a "
+               "generated scene world: 'scenes' (= 'scenes-v1') or 'scenes-v2' "
+               "(docs/worlds.md)",
     "image_column": "column holding the images or their file paths (default: 'image', or the "
                     "only image column)",
     "caption_column": "column of captions (strings, or lists of strings) or a pattern such as "
@@ -157,15 +159,24 @@ PRESETS = {
                    pretrained_encoder=False, fine_tune_encoder=True, min_word_freq=1,
                    max_caption_len=20, captions_per_image=1, epochs=12, lr=1e-3,
                    encoder_lr=1e-3, patience=0, output_dir="runs/scenes"),
+    # The richer world (docs/worlds.md): 128-px images, the same stage-2 ResNet18 (stride 8),
+    # so a 16x16 grid of 8-px cells; captions up to 40 words.
+    "scenes-v2": dict(encoder="resnet18", encoder_stage=2, grid=16, image_size=128,
+                      embed_dim=128, attention_dim=256, hidden_dim=512, dropout=0.1,
+                      pretrained_encoder=False, fine_tune_encoder=True, min_word_freq=1,
+                      max_caption_len=40, max_len=40, captions_per_image=1, num_scenes=30000,
+                      epochs=15, lr=1e-3, encoder_lr=1e-3, patience=0,
+                      output_dir="runs/scenes-v2"),
 }
+PRESETS["scenes-v1"] = PRESETS["scenes"]
 
 
 def parse_args(argv=None) -> TrainConfig:
     """argparse built from TrainConfig; a preset (by dataset) fills what was not given."""
     parser = argparse.ArgumentParser(
         prog="train_space.py", description="Train a Show, Attend and Tell captioner. Defaults "
-        "are the Flickr8k recipe; with --dataset scenes, the scenes preset's values apply "
-        "(shown as 'scenes: ...') unless given.")
+        "are the Flickr8k recipe; with --dataset scenes (or scenes-v2), that world's preset "
+        "values apply (shown as 'scenes: ...', 'scenes-v2: ...') unless given.")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = default_text(f.name)
@@ -177,7 +188,7 @@ def parse_args(argv=None) -> TrainConfig:
             kind = {"int": int, "float": float}.get(f.type, str)
             parser.add_argument(flag, type=kind, default=None, help=help_text)
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    preset = PRESETS["scenes" if given.get("dataset") == "scenes" else "flickr8k"]
+    preset = PRESETS.get(given.get("dataset"), PRESETS["flickr8k"])
     cfg = TrainConfig(**{**preset, **given})
     if cfg.mixed_precision not in ("auto", "no", "fp16", "bf16"):
         parser.error("--mixed-precision must be auto, no, fp16 or bf16")
@@ -192,8 +203,9 @@ def default_text(name: str) -> str:
     if default == "":
         return ""
     text = f"default: {default}"
-    if name in PRESETS["scenes"]:
-        text += f"; scenes: {PRESETS['scenes'][name]}"
+    for world in ("scenes", "scenes-v2"):
+        if name in PRESETS[world]:
+            text += f"; {world}: {PRESETS[world][name]}"
     return text.replace("%", "%%")
 
 
@@ -261,14 +273,15 @@ def epoch_pairs(captions: np.ndarray, per_image: int, seed: int, epoch: int) -> 
 
 
 def prepare_dataset(cfg: TrainConfig):
-    if cfg.dataset == "scenes":
-        root = Path(cfg.data_dir) / f"scenes-{cfg.image_size}px-{cfg.num_scenes}"
+    if is_world(cfg.dataset):
+        world = get_world(cfg.dataset)
+        root = Path(cfg.data_dir) / f"{world.folder_prefix}-{cfg.image_size}px-{cfg.num_scenes}"
         sizes = (dict(num_validation=cfg.num_eval_scenes, num_test=cfg.num_eval_scenes)
                  if cfg.num_eval_scenes else {})
         if sizes:
             root = root.with_name(f"{root.name}-eval{cfg.num_eval_scenes}")
         source = generate_scenes(root, num_train=cfg.num_scenes, image_size=cfg.image_size,
-                                 seed=cfg.seed, **sizes)
+                                 seed=cfg.seed, world=world.name, **sizes)
     else:
         source = cfg.dataset
     dataset = load_caption_dataset(source, seed=cfg.seed, image_column=cfg.image_column or None,
@@ -406,7 +419,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         vocab=vocab.words, encoder=cfg.encoder, encoder_stage=cfg.encoder_stage,
         grid_size=cfg.grid, coord_channels=cfg.coord_channels, embed_dim=cfg.embed_dim,
         attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
-        image_size=cfg.image_size))
+        image_size=cfg.image_size,
+        world=get_world(cfg.dataset).name if is_world(cfg.dataset) else ""))
     if cfg.pretrained_encoder:
         try:
             model.encoder.load_imagenet_weights(cfg.encoder)
@@ -549,6 +563,9 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     for beam in (1, 3):
         metrics[f"beam{beam}"] = evaluate_split(model, test, beam_size=beam, max_len=cfg.max_len,
                                                 meteor=cfg.meteor)
+    world = get_world(cfg.dataset) if is_world(cfg.dataset) else None
+    if world is not None and world.held_out_pairs:
+        metrics["compositional"] = held_out_metrics(cfg, world, model, len(test))
     metrics["selected_epoch"] = max(history, key=selection_score)["epoch"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     image = to_rgb(test[0]["image"])
@@ -562,6 +579,20 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     if cfg.push_to_hub:
         url = push_folder(out, cfg.push_to_hub)
         print(f"pushed to {url}")
+
+
+def held_out_metrics(cfg: TrainConfig, world, model, images: int) -> dict:
+    """The compositional block: `images` held-out scenes (each shows a colour-shape pair never
+    trained on), scored at beams 1 and 3."""
+    root = Path(cfg.data_dir) / f"{world.folder_prefix}-heldout-{cfg.image_size}px-{images}"
+    held = load_caption_dataset(generate_scenes(
+        root, num_train=1, num_validation=1, num_test=images, image_size=cfg.image_size,
+        seed=cfg.seed, world=world.name, held_out=True, progress=False))["test"]
+    block = {"pairs": [" ".join(p) for p in world.held_out_pairs], "images": len(held)}
+    for beam in (1, 3):
+        block[f"beam{beam}"] = compositional_metrics(model, held, beam_size=beam,
+                                                     max_len=cfg.max_len)
+    return block
 
 
 def main(argv=None) -> None:

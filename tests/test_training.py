@@ -360,7 +360,9 @@ def test_help_shows_real_defaults_and_presets(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "None" not in text
-    assert "--epochs EPOCHS training epochs (default: 20; scenes: 12)" in text
+    assert "--epochs EPOCHS training epochs (default: 20; scenes: 12; scenes-v2: 15)" in text
+    assert "--grid GRID attention grid side (features are pooled to grid x grid) (default: 7; " \
+           "scenes: 8; scenes-v2: 16)" in text
     assert "relative to the working directory" in text
     from captioner.training import HELP, TrainConfig
 

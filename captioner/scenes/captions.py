@@ -1,0 +1,209 @@
+"""Reading and checking captions of any scene world.
+
+The parser knows every world's words, so one checker serves all of them: scenes-v1 captions
+use a subset of scenes-v2's grammar, and a v1 caption parses exactly as it always did.
+
+    mention  := "a" SIZE COLOUR SHAPE | COUNT SIZE COLOUR SHAPE-s   ("two small red circles")
+    relation := "to the left of" | "to the right of" | "above" | "below"
+
+A relation phrase links the mention just before it to the mention just after it; "the SIZE
+COLOUR SHAPE" refers back to an object already mentioned.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from captioner.scenes.objects import SceneObject, as_object, relation_between
+
+# Every world's attribute words (scenes.worlds checks that each world's are among them).
+ALL_SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
+ALL_COLORS = ("red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink")
+ALL_SIZES = ("tiny", "small", "big")
+COUNT_WORDS: dict[str, int] = {"two": 2, "three": 3, "four": 4, "five": 5}
+NUMBER_WORDS: dict[int, str] = {n: w for w, n in COUNT_WORDS.items()}
+PLURALS: dict[str, str] = {f"{s}s": s for s in ALL_SHAPES}
+
+
+def plural(shape: str) -> str:
+    return f"{shape}s"
+
+
+@dataclass
+class Mention:
+    """An object phrase found in a caption; token indices are into the whitespace tokens.
+
+    ``count`` is how many identical objects it names (1 for "a ...", 2 for "two ...")."""
+
+    size: str | None
+    color: str | None
+    shape: str
+    shape_index: int
+    color_index: int | None = None
+    size_index: int | None = None
+    count: int = 1
+    count_index: int | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str | None, str]:
+        return (self.size, self.color, self.shape)
+
+    @property
+    def word_indices(self) -> list[int]:
+        """The words that name the object(s): count, colour and shape (what pointing scores)."""
+        return [i for i in (self.count_index, self.color_index, self.shape_index)
+                if i is not None]
+
+
+@dataclass
+class ParsedCaption:
+    """What a caption claims: the objects it mentions and relations between mentions."""
+
+    tokens: list[str]
+    mentions: list[Mention] = field(default_factory=list)
+    relations: list[tuple[int, str, int]] = field(default_factory=list)
+
+
+_RELATION_PHRASES: dict[tuple[str, ...], str] = {
+    ("to", "the", "left", "of"): "to the left of",
+    ("on", "the", "left", "of"): "to the left of",
+    ("left", "of"): "to the left of",
+    ("to", "the", "right", "of"): "to the right of",
+    ("on", "the", "right", "of"): "to the right of",
+    ("right", "of"): "to the right of",
+    ("on", "top", "of"): "above",
+    ("above",): "above",
+    ("over",): "above",
+    ("below",): "below",
+    ("under",): "below",
+    ("underneath",): "below",
+    ("beneath",): "below",
+}
+_LONGEST_PHRASE = max(len(k) for k in _RELATION_PHRASES)
+
+
+def _clean(token: str) -> str:
+    return "".join(ch for ch in str(token).lower() if ch.isalpha())
+
+
+def parse_caption(text_or_tokens: str | Sequence[str]) -> ParsedCaption:
+    """Read mentions and relations from a caption; never raises, ignores words it can't place.
+
+    A string is split on whitespace; a token list (e.g. a model's output, special tokens and all)
+    is used as is, so the returned token indices line up with it.
+    """
+    if isinstance(text_or_tokens, str):
+        tokens = text_or_tokens.split()
+    else:
+        try:
+            tokens = [str(t) for t in text_or_tokens]
+        except TypeError:
+            tokens = []
+    words = [_clean(t) for t in tokens]
+    parsed = ParsedCaption(tokens=tokens)
+    last: int | None = None  # mention index of the most recent mention or back-reference
+    pending: str | None = None  # relation waiting for its right-hand mention
+    i = 0
+    while i < len(words):
+        for length in range(_LONGEST_PHRASE, 0, -1):
+            relation = _RELATION_PHRASES.get(tuple(words[i : i + length]))
+            if relation is not None:
+                break
+        if relation is not None:
+            pending = relation if last is not None else None
+            i += length
+            continue
+        shape = words[i] if words[i] in ALL_SHAPES else PLURALS.get(words[i])
+        if shape is not None:
+            mention = Mention(size=None, color=None, shape=shape, shape_index=i)
+            j = i - 1
+            if j >= 0 and words[j] in ALL_COLORS:
+                mention.color, mention.color_index = words[j], j
+                j -= 1
+            if j >= 0 and words[j] in ALL_SIZES:
+                mention.size, mention.size_index = words[j], j
+                j -= 1
+            if j >= 0 and words[j] in COUNT_WORDS:
+                mention.count, mention.count_index = COUNT_WORDS[words[j]], j
+                j -= 1
+            index = None
+            if j >= 0 and words[j] == "the":  # "the X" refers back to an earlier "a X"
+                index = next(
+                    (k for k, m in enumerate(parsed.mentions)
+                     if m.key == mention.key and m.count == mention.count), None
+                )
+            if index is None:
+                parsed.mentions.append(mention)
+                index = len(parsed.mentions) - 1
+            if pending is not None and last is not None:
+                parsed.relations.append((last, pending, index))
+            pending, last = None, index
+        i += 1
+    return parsed
+
+
+def match_groups(
+    parsed: ParsedCaption | str | Sequence[str], objects: Sequence[SceneObject | Mapping]
+) -> list[list[int]]:
+    """For each mention, the indices of the scene objects it names: up to ``count`` objects
+    of the same size, colour and shape (mostly visible ones first), each object used by one
+    mention at most."""
+    if not isinstance(parsed, ParsedCaption):
+        parsed = parse_caption(parsed)
+    objs = [as_object(o) for o in objects]
+    used: set[int] = set()
+    groups: list[list[int]] = []
+    for mention in parsed.mentions:
+        found = [k for k, o in enumerate(objs) if k not in used and o.kind == mention.key]
+        found = sorted(found, key=lambda k: not objs[k].named)[: mention.count]
+        used.update(found)
+        groups.append(found)
+    return groups
+
+
+def match_mentions(
+    parsed: ParsedCaption | str | Sequence[str], objects: Sequence[SceneObject | Mapping]
+) -> list[int | None]:
+    """For each mention, the index of the (first) scene object it names, or ``None``.
+
+    Each object is matched at most once. Used for the pointing game: is the attention at a
+    mention's word inside that object's box? (See :func:`match_groups` for counted mentions.)
+    """
+    return [group[0] if group else None for group in match_groups(parsed, objects)]
+
+
+def caption_correctness(
+    text: str | Sequence[str], objects: Sequence[SceneObject | Mapping]
+) -> dict:
+    """Check a caption against a scene's objects.
+
+    Returns ``objects_correct`` (the mentioned objects, counts included, are exactly the
+    scene's named — mostly visible — objects, as a multiset), ``relations_correct`` (``None`` if
+    no relation is stated, else whether all are true, for every member of a counted group),
+    ``matches`` (see :func:`match_mentions`), ``groups`` (see :func:`match_groups`) and the
+    ``parsed`` caption.
+    """
+    parsed = parse_caption(text)
+    objs = [as_object(o) for o in objects]
+    mentioned: Counter = Counter()
+    for m in parsed.mentions:
+        mentioned[m.key] += m.count
+    present = Counter(o.kind for o in objs if o.named)
+    groups = match_groups(parsed, objs)
+    relations_correct: bool | None = None
+    if parsed.relations:
+        relations_correct = all(
+            groups[i] and groups[j] and i != j
+            and all(relation_between(objs[a], objs[b]) == rel
+                    for a in groups[i] for b in groups[j])
+            for i, rel, j in parsed.relations
+        )
+    return {
+        "objects_correct": mentioned == present,
+        "relations_correct": relations_correct,
+        "matches": [g[0] if g else None for g in groups],
+        "groups": groups,
+        "parsed": parsed,
+    }
