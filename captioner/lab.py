@@ -28,6 +28,7 @@ from captioner.scenes import (
 )
 
 LAB_SEED = 10_000
+MAX_LEN = 30  # words: the longest true caption has 27, so the model's own is never cut
 
 
 @dataclass
@@ -50,10 +51,12 @@ class LabScene:
                 "relations_correct": self.relations_correct, "words": self.words}
 
 
-def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int) -> LabScene:
+def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int,
+           max_len: int) -> LabScene:
     """Caption a scene and score it, with evaluation's own checks (strict pointing: the
-    attention peak inside the object's box)."""
-    caption = caption_images(model, [scene.image], beam_size=beam_size, top_k=top_k)[0]
+    attention peak inside the object's box). A caption cut at `max_len` is never right."""
+    caption = caption_images(model, [scene.image], beam_size=beam_size, top_k=top_k,
+                             max_len=max_len)[0]
     objects = [o.to_dict() for o in scene.objects]
     size = scene.image.width
     for obj in objects:
@@ -63,24 +66,27 @@ def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int) -> LabSce
               "object": w["object"], "hit": w["hit"]}
              for w in pointing_words(caption, objects, size, size,
                                      model.encoder.cell_centres(), tolerance=0)]
-    return LabScene(scene.image, caption, objects, scene.captions, result["objects_correct"],
-                    result["relations_correct"], words)
+    whole = not caption.truncated
+    return LabScene(scene.image, caption, objects, scene.captions,
+                    result["objects_correct"] and whole,
+                    result["relations_correct"] if whole else False, words)
 
 
-def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0) -> LabScene:
+def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0,
+              max_len: int = MAX_LEN) -> LabScene:
     """Lab scene number `seed` (any int >= 0), drawn like the dataset at the model's size;
     `top_k` alternatives per word, as in `caption_images`."""
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, got {seed}")
     return _check(model, render_scene(scene_rng(LAB_SEED, "test", seed),
-                                      model.config.image_size), beam_size, top_k)
+                                      model.config.image_size), beam_size, top_k, max_len)
 
 
 def compose(model: Captioner, objects: Sequence[Mapping], *, seed: int = 0,
-            beam_size: int = 1, top_k: int = 0) -> LabScene:
+            beam_size: int = 1, top_k: int = 0, max_len: int = MAX_LEN) -> LabScene:
     """A hand-made scene: up to three objects, each {shape, color, size, position (x, y
     fractions)}, on a background drawn from lab seed `seed`. Bad specs raise ValueError."""
     size = model.config.image_size
     placed = objects_from_specs(objects, size)
     background = draw_background(np.random.default_rng([LAB_SEED, seed]), size)
-    return _check(model, draw_scene(placed, background), beam_size, top_k)
+    return _check(model, draw_scene(placed, background), beam_size, top_k, max_len)
