@@ -7,8 +7,8 @@ from PIL import Image
 
 from captioner.model import Encoder
 from captioner.visualize import (
-    attention_grid,
     OVERLAY_FLOOR,
+    attention_grid,
     attention_overlay,
     save_attention_grid,
     upsample_attention,

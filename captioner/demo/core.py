@@ -22,7 +22,7 @@ from PIL import Image
 
 from captioner import lab
 from captioner.decoding import Caption, Guide, caption_images, point_map
-from captioner.demo.inputs import ClientFiles, check_int, load_input
+from captioner.demo.inputs import ClientFiles, check_int, image_source, load_input
 from captioner.demo.model_info import ModelInfo
 from captioner.familiarity import familiarity, trained_on_scenes
 from captioner.hub import BUNDLED_WEIGHTS, load_model, resolve_model_dir
@@ -268,6 +268,7 @@ class Demo:
         self.info = info
         self.cell_centres = model.encoder.cell_centres()
         self.files = files or ClientFiles()
+        self.examples: dict[str, int] = {}  # sha256 of an example's bytes -> its number
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | None = "auto") -> Demo:
@@ -283,6 +284,24 @@ class Demo:
     def allow_files(self, paths: list[str | Path]) -> None:
         """Files the app ships (its examples) that clients may name, beside gradio's uploads."""
         self.files = ClientFiles([*self.files.shipped, *paths])
+
+    def use_examples(self, paths: list[str | Path]) -> None:
+        """The app's examples: clients may name them, and a picture with the same bytes as
+        example n can be shared by link as that example (`source_of`)."""
+        self.allow_files(paths)
+        self.examples = {hashlib.sha256(Path(p).read_bytes()).hexdigest(): n
+                         for n, p in enumerate(paths)}
+
+    def source_of(self, payload) -> dict:
+        """What a client's picture is, for the page's shareable link: {"example": n} when it
+        has the bytes of example n, else {"upload": True} (uploads are never shared). Only
+        files the client may name are read."""
+        source, _ = image_source(payload)
+        if isinstance(source, str | Path) and self.files.allowed(source):
+            digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+            if digest in self.examples:
+                return {"example": self.examples[digest]}
+        return {"upload": True}
 
     # --- captioning ---
 
@@ -322,9 +341,11 @@ class Demo:
         return api_payload(result, self.cell_centres)
 
     def view(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN, prefix: str = "",
-             look: Look | None = None) -> View:
-        """Caption a client's image and prepare everything the page shows (no files written)."""
+             look: Look | None = None, source: dict | None = None) -> View:
+        """Caption a client's image and prepare everything the page shows (no files written).
+        `source` says what the picture is, for the page's shareable link."""
         result = self.caption(self.files.open(payload), beam_size, max_len, prefix, look)
+        result.source = source
         return self._view(result)
 
     def _view(self, result: Result) -> View:
