@@ -57,12 +57,13 @@ lab** (a photo gets a warning, and a caption that means nothing).
 
 CSS = """
 #caption textarea { font-size: 1.25rem; font-weight: 600; }
-#caption.cx-unsure textarea { opacity: 0.45; text-decoration: line-through 1px; }
+#caption.cx-unsure textarea { opacity: 0.5; font-style: italic; font-weight: 400; }
 #intro p { margin: 0; }
 #intro h1 { margin: 0 0 0.2rem; font-size: 1.5rem; }
 #details p { margin: 0; }
 #details:has(span.md:empty), #ground-truth:has(span.md:empty) { display: none; }
-#ground-truth { border: 1px solid var(--border-color-primary); }
+#ground-truth { font-size: 0.9rem; }
+#ground-truth p { margin: 0 0 0.2rem; }
 @media (max-width: 640px) {
   #intro h1 { font-size: 1.2rem; }
   #intro { font-size: 0.9rem; }
@@ -222,7 +223,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                 explorer = explorer_component()
                 explorer.render()
             with gr.Column(scale=3, min_width=280, elem_id="controls"):
-                image = gr.Image(label="Your picture (upload, paste or webcam)", type="filepath",
+                image = gr.Image(label="Image", type="filepath",
                                  height=170, format="png", elem_id="input-image",
                                  sources=["upload", "webcam", "clipboard"])
                 beam = gr.Slider(*BEAM_SIZES, value=DEFAULT_BEAM, step=1, label="Beam size",

@@ -262,6 +262,6 @@ def test_questioning_the_model_in_the_browser(browser, app, tmp_path):
     page.locator("#new-scene").click()
     caption_changes(page, " ".join(looked))
     truth = page.locator("#ground-truth").inner_text()
-    assert "Ground truth:" in truth and "True captions:" in truth
+    assert "Ground truth:" in truth and "true captions" in truth
     page.screenshot(path=str(tmp_path / "lab.png"), full_page=True)
     page.close()

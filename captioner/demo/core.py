@@ -204,7 +204,8 @@ def web_asset(name: str) -> str:
 def describe_score(result: Result) -> str:
     """Under the caption: a warning when the image is unlike a scenes model's training data,
     then score, decoding settings, time taken, and whether the caption was cut short."""
-    warning = f"**⚠ {result.warning}**\n\n" if result.warning else ""
+    # the warning itself is the explorer's alert, above the picture
+    warning = "**⚠ caption not meaningful: see the warning** · " if result.warning else ""
     if not result.tokens:
         return warning + f"beam {result.beam_size} · {result.seconds * 1000:.0f} ms"
     cut = (f" · **cut at the maximum length ({result.max_len} words)**"
@@ -235,20 +236,22 @@ def lab_payload(scene: lab.LabScene) -> dict:
 
 
 def truth_markdown(scene: lab.LabScene) -> str:
-    """The scene lab's ground truth beside the model's caption, marked right or wrong."""
+    """The scene lab's verdict beside the model's caption, in words (no emoji: not every
+    visitor's system draws them), short enough to leave the picture on the first screen."""
     objects = "; ".join(f"{o['size']} {o['color']} {o['shape']}" for o in scene.objects)
-    verdict = "✅ right" if scene.objects_correct else "❌ wrong"
+    verdict = "right" if scene.objects_correct else "wrong"
     if scene.caption.truncated:
-        verdict = "❌ wrong: the caption was cut at the maximum length"
-    lines = [f"**Ground truth:** {objects}.", "",
-             f"**Caption content:** {verdict} (every object's size, colour and shape)."]
+        verdict = "wrong: the caption was cut at the maximum length"
+    lines = [f"**Ground truth:** {objects}. **Caption content: {verdict}** (every object's size, "
+             "colour and shape)."]
     if scene.relations_correct is not None:
-        lines.append(f" Relation: {'✅ right' if scene.relations_correct else '❌ wrong'}.")
+        lines[0] += f" Relation: **{'right' if scene.relations_correct else 'wrong'}**."
     if scene.words:
-        hits = ", ".join(f"“{w['word']}” {'✅' if w['hit'] else '❌'}" for w in scene.words)
-        lines += ["", f"**Attention peak inside the named object's box:** {hits}"]
-    lines += ["", "**True captions:** " + " · ".join(f"“{r}”" for r in scene.references)]
-    return "\n".join(lines)
+        hits = ", ".join(f"“{w['word']}” {'hit' if w['hit'] else 'miss'}" for w in scene.words)
+        lines.append(f"**Attention peak inside the named object's box:** {hits}.")
+    captions = " · ".join(f"“{r}”" for r in scene.references)
+    lines.append(f"<details><summary>The five true captions</summary>{captions}</details>")
+    return "\n\n".join(lines)
 
 
 @dataclass
