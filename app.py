@@ -227,9 +227,9 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                                  height=170, format="png", elem_id="input-image",
                                  sources=["upload", "webcam", "clipboard"])
                 beam = gr.Slider(*BEAM_SIZES, value=DEFAULT_BEAM, step=1, label="Beam size",
-                                 info="1 = greedy; more compares more captions")
+                                 info="1 = greedy; more compares more captions", elem_id="beam")
                 max_len = gr.Slider(*MAX_LEN_RANGE, value=DEFAULT_MAX_LEN, step=1,
-                                    label="Maximum length", info="in words")
+                                    label="Maximum length", info="in words", elem_id="max-len")
                 run = gr.Button("Caption", variant="primary", elem_id="run")
                 if examples:
                     gallery = gr.Dataset(
