@@ -20,7 +20,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -238,7 +237,9 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                         type="index", label="Examples: click one", elem_id="examples",
                         samples_per_page=12)
                 if model.knows_scenes:
-                    lab = scene_lab()
+                    seed, new = new_scene_controls()
+        if model.knows_scenes:
+            fields, compose_button = composer()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 with gr.Accordion("What does the picture show?", open=False):
@@ -267,12 +268,12 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         explorer.reset(reset, inputs=[image, beam, max_len], outputs=outputs,
                        preprocess=False, api_name="reset_ui", api_visibility="undocumented")
         if model.knows_scenes:
-            lab.new.click(new_scene, inputs=[lab.seed, beam, max_len],
-                          outputs=[image, *outputs, truth, lab.seed],
-                          api_name="new_scene_ui", api_visibility="undocumented")
-            lab.compose.click(compose, inputs=[beam, max_len, *lab.fields],
-                              outputs=[image, *outputs, truth],
-                              api_name="compose_ui", api_visibility="undocumented")
+            new.click(new_scene, inputs=[seed, beam, max_len],
+                      outputs=[image, *outputs, truth, seed],
+                      api_name="new_scene_ui", api_visibility="undocumented")
+            compose_button.click(compose, inputs=[beam, max_len, *fields],
+                                 outputs=[image, *outputs, truth],
+                                 api_name="compose_ui", api_visibility="undocumented")
         demo.load(restore, outputs=[image, beam, max_len, *outputs, truth],
                   api_visibility="private")
 
@@ -398,45 +399,41 @@ def event_field(evt: gr.EventData, name: str, kind: type):
         raise ValueError(f"the page sent a bad '{name}': {value!r}") from None
 
 
-@dataclass
-class SceneLab:
-    """The scene lab's controls (shown for models trained on generated scenes)."""
-
-    seed: gr.Number
-    new: gr.Button
-    fields: list  # shape, colour, size, x, y for each of three objects
-    compose: gr.Button
-
-
 # The composer's starting objects: they fit and do not overlap (a test composes them).
 COMPOSE_DEFAULTS = [("circle", "red", "big", 0.25, 0.3), ("square", "green", "small", 0.75, 0.3),
                     ("none", "blue", "small", 0.5, 0.75)]
 POSITION_RANGE = (0.25, 0.75)  # a big object (under half the side wide) fits anywhere in it
 
 
-def scene_lab() -> SceneLab:
-    """New scenes from a seed range never used in training, and scenes of your own objects."""
-    with gr.Accordion("Scene lab: scenes with a known truth", open=True,
-                      elem_id="scene-lab"):
+def new_scene_controls() -> tuple[gr.Number, gr.Button]:
+    """The scene lab's quick test: a fresh scene from a seed range never used in training."""
+    with gr.Accordion("Scene lab: scenes with a known truth", open=True, elem_id="scene-lab"):
         with gr.Row():
-            seed = gr.Number(0, label="Scene number", precision=0, minimum=0, elem_id="lab-seed")
-            new = gr.Button("New scene", elem_id="new-scene")
-        fields = []
+            seed = gr.Number(0, label="Scene number", precision=0, minimum=0, elem_id="lab-seed",
+                             min_width=100)
+            new = gr.Button("New scene", elem_id="new-scene", min_width=100)
+    return seed, new
+
+
+def composer() -> tuple[list, gr.Button]:
+    """Scenes of the visitor's own objects: one row per object, wide enough that no control
+    is clipped (on a phone the row wraps)."""
+    fields = []
+    with gr.Accordion("Scene lab: compose a scene of your own objects", open=True,
+                      elem_id="composer"):
         for n, (shape, colour, size, x, y) in enumerate(COMPOSE_DEFAULTS, 1):
-            with gr.Group():
-                with gr.Row():
-                    fields += [
-                        gr.Dropdown(["none", *SHAPES], value=shape, label=f"object {n}",
-                                    min_width=70),
-                        gr.Dropdown(list(COLORS), value=colour, label="colour", min_width=70),
-                        gr.Dropdown(list(SIZES), value=size, label="size", min_width=70)]
-                with gr.Row():  # centre positions at which even a big object fits
-                    fields += [gr.Slider(*POSITION_RANGE, value=value, step=0.05, label=label,
-                                         min_width=100)
-                               for value, label in ((x, "x (left → right)"),
-                                                    (y, "y (top → bottom)"))]
+            with gr.Row(equal_height=True):
+                fields += [
+                    gr.Dropdown(["none", *SHAPES], value=shape, label=f"object {n}",
+                                min_width=110),
+                    gr.Dropdown(list(COLORS), value=colour, label="colour", min_width=110),
+                    gr.Dropdown(list(SIZES), value=size, label="size", min_width=110)]
+                # centre positions at which even a big object fits
+                fields += [gr.Slider(*POSITION_RANGE, value=value, step=0.05, label=label,
+                                     min_width=160)
+                           for value, label in ((x, "x: left → right"), (y, "y: top → bottom"))]
         compose = gr.Button("Compose and caption", elem_id="compose")
-    return SceneLab(seed, new, fields, compose)
+    return fields, compose
 
 
 def weights_source(arg: str | None = None) -> str:
