@@ -136,6 +136,9 @@ def test_stepping_through_words_asks_the_server_nothing(browser, app, tmp_path):
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     shutil.copy(tmp_path / "page.png", SCREENSHOT)
 
+    # the marked word changes with the picture: no inherited transition delays it
+    assert page.locator("#words .cx-current").evaluate(
+        "n => getComputedStyle(n).transitionDuration") == "0s"
     # arrow keys step from the word that has the focus, not from the one shown
     page.locator("#words [data-word='3']").focus()
     page.keyboard.press("ArrowRight")
@@ -477,7 +480,8 @@ def test_a_photo_gets_an_alert_carried_onto_the_downloaded_grid(browser, app):
     alert = page.locator("[role=alert]")
     assert alert.is_visible() and "not meaningful" in alert.inner_text()
     assert "cx-unsure" in page.locator("#caption").get_attribute("class")  # faded
-    assert page.locator(".cx-share").is_disabled() and "?" not in page.url  # not shareable
+    share = page.locator(".cx-share")  # not shareable, and the page says so
+    assert share.is_disabled() and "uploads" in share.inner_text() and "?" not in page.url
     with page.expect_download() as download:
         page.locator(".cx-download").click()
     grid = np.asarray(Image.open(download.value.path()).convert("RGB"), dtype=int)

@@ -269,6 +269,7 @@
       const button = $(".cx-share");
       if (!source || !data) {
         button.disabled = true;
+        button.textContent = data ? "No link for uploads" : "Copy link";
         button.title = "an uploaded picture cannot be shared by link (it stays on the server "
           + "only for a while); examples and scene-lab scenes can";
         if (global.location.search) global.history.replaceState(null, "", global.location.pathname);
@@ -286,7 +287,8 @@
       q.set("word", String(current));
       global.history.replaceState(null, "", global.location.pathname + "?" + q.toString());
       button.disabled = false;
-      button.title = "copy a link to this view";
+      button.textContent = "Copy link";
+      button.title = "copy a link that opens this caption at this word";
     }
 
     /** A new caption from the server: build the words, slider and gallery, then paint word 1. */
