@@ -40,7 +40,7 @@ def tiny_model_dir(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def running_app(folder: Path, weights: str | Path | None = None):
-    """Serve the app on 127.0.0.1 with its own example cache; yields (url, example paths)."""
+    """Serve the app on 127.0.0.1; yields (url, example paths)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = weights or tiny_model_dir(folder / "model")
     examples = []
@@ -48,21 +48,13 @@ def running_app(folder: Path, weights: str | Path | None = None):
         path = folder / f"scene-{i + 1}.png"
         render_scene(np.random.default_rng(20261125 + i), 256).image.save(path)
         examples.append(str(path))
-    old = os.environ.get("GRADIO_EXAMPLES_CACHE")
-    os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder / "example-cache")
+    blocks = app_module.build_app(Demo.load(str(weights)), examples=examples)
+    _, url, _ = app_module.launch(blocks, prevent_thread_lock=True, quiet=True,
+                                  server_name="127.0.0.1", server_port=free_port())
     try:
-        blocks = app_module.build_app(Demo.load(str(weights)), examples=examples)
-        _, url, _ = app_module.launch(blocks, prevent_thread_lock=True, quiet=True,
-                                      server_name="127.0.0.1", server_port=free_port())
-        try:
-            yield url, examples
-        finally:
-            blocks.close()
+        yield url, examples
     finally:
-        if old is None:
-            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
-        else:
-            os.environ["GRADIO_EXAMPLES_CACHE"] = old
+        blocks.close()
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +292,6 @@ def test_module_level_demo_is_built_from_the_environment(tmp_path, monkeypatch):
 
     folder = tiny_model_dir(tmp_path / "m")
     monkeypatch.setenv("CAPTIONER_WEIGHTS", str(folder))
-    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "cache"))
     loaded = []
     real_load = Demo.load.__func__
     monkeypatch.setattr(Demo, "load", classmethod(
