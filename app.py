@@ -134,14 +134,14 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
 
     def pick(image, beam_size, max_len, evt: gr.EventData):
         """The visitor picked another word: the model writes the rest from there."""
-        with ui_errors(3, at=2, keep=True) as failed:
+        with ui_errors(3, at=2, keep=True, title="Cannot go on from this word") as failed:
             prefix = event_field(evt, "prefix", str)
             return shown(model.view(image, beam_size, max_len, prefix=prefix))
         return failed.outputs
 
     def look(image, beam_size, max_len, evt: gr.EventData):
         """The visitor clicked a point for the selected word: the model looks there."""
-        with ui_errors(3, at=2, keep=True) as failed:
+        with ui_errors(3, at=2, keep=True, title="Cannot look there") as failed:
             where = Look(event_field(evt, "word", int), event_field(evt, "x", float),
                          event_field(evt, "y", float))
             prefix = event_field(evt, "prefix", str)
@@ -216,7 +216,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=7, elem_id="main"):
                 text = gr.Textbox(label="Caption", interactive=False, elem_id="caption",
-                                  buttons=["copy"], lines=1, max_lines=3)
+                                  buttons=["copy"], lines=1, max_lines=6)
                 details = gr.Markdown(elem_id="details")
                 truth = gr.Markdown(elem_id="ground-truth")  # the scene lab's verdict
                 explorer = explorer_component()
