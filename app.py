@@ -31,6 +31,7 @@ from captioner.demo import (
     MAX_LEN_RANGE,
     Demo,
     Look,
+    check_int,
     web_asset,
 )
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
@@ -127,8 +128,9 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
     def show_example(number, beam_size, max_len):
         """An example clicked: its picture and caption, with the visitor's own settings."""
         with ui_errors(5, at=3) as failed:
-            path = examples[int(number)]
-            view = model.view(path, beam_size, max_len, source={"example": int(number)})
+            number = check_int("example", number, 0, len(examples) - 1)
+            path = examples[number]
+            view = model.view(path, beam_size, max_len, source={"example": number})
             return (path, *fresh(view))
         return failed.outputs
 
@@ -198,10 +200,8 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                     view = model.view(picture, beam_size, max_len, prefix=link.get("prefix", ""),
                                       look=link.get("look"), source=view.explorer["source"])
             elif examples:
-                number = link.get("example", 0)
-                if not 0 <= number < len(examples):
-                    raise ValueError(f"example {number} does not exist: there are "
-                                     f"{len(examples)} (0 to {len(examples) - 1})")
+                number = check_int("the link's example", link.get("example", 0), 0,
+                                   len(examples) - 1)
                 picture = examples[number]
                 view = model.view(picture, beam_size, max_len, prefix=link.get("prefix", ""),
                                   look=link.get("look"), source={"example": number})

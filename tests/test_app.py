@@ -106,6 +106,18 @@ def test_ui_handler_returns_caption_details_and_the_explorer_payload(served):
     assert explorer["width"] >= 320 and "image" not in explorer
 
 
+def test_an_example_click_uses_the_settings_and_checks_the_number(served):
+    """The page's example handler: the example's picture and its caption at the visitor's
+    beam and length; a number that names no example is a message, not a picture."""
+    client, examples = served
+    picture, text, details, explorer, truth = client.predict(1, 2, 5, api_name="/example_ui")
+    assert explorer["beam_size"] == 2 and explorer["max_len"] == 5 and "beam 2" in details
+    assert explorer["source"] == {"example": 1} and text.split() == explorer["tokens"]
+    for bad in (2, -1):
+        _, text, _, explorer, _ = client.predict(bad, 2, 5, api_name="/example_ui")
+        assert text == "" and "example must be a whole number from 0 to 1" in explorer["error"]
+
+
 def call_raw(url: str, api_name: str, data: list) -> str:
     """One call through gradio's plain HTTP API (no gradio_client): the SSE reply's text."""
     import httpx

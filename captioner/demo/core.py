@@ -271,7 +271,7 @@ class Demo:
         self.info = info
         self.cell_centres = model.encoder.cell_centres()
         self.files = files or ClientFiles()
-        self.examples: dict[str, int] = {}  # sha256 of an example's bytes -> its number
+        self.example_digests: dict[str, int] = {}  # sha256 of an example's bytes -> its number
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | None = "auto") -> Demo:
@@ -292,8 +292,8 @@ class Demo:
         """The app's examples: clients may name them, and a picture with the same bytes as
         example n can be shared by link as that example (`source_of`)."""
         self.allow_files(paths)
-        self.examples = {hashlib.sha256(Path(p).read_bytes()).hexdigest(): n
-                         for n, p in enumerate(paths)}
+        self.example_digests = {hashlib.sha256(Path(p).read_bytes()).hexdigest(): n
+                                for n, p in enumerate(paths)}
 
     def source_of(self, payload) -> dict:
         """What a client's picture is, for the page's shareable link: {"example": n} when it
@@ -302,8 +302,8 @@ class Demo:
         source, _ = image_source(payload)
         if isinstance(source, str | Path) and self.files.allowed(source):
             digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
-            if digest in self.examples:
-                return {"example": self.examples[digest]}
+            if digest in self.example_digests:
+                return {"example": self.example_digests[digest]}
         return {"upload": True}
 
     # --- captioning ---
