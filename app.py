@@ -32,8 +32,10 @@ from captioner.demo import (
     Demo,
     Look,
     check_int,
+    example_thumbnails,
     web_asset,
 )
+from captioner.demo.link import open_link, parse_link
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
 from captioner.preprocess import ImageError
 from captioner.scenes import COLORS, SHAPES, SIZES
@@ -42,8 +44,6 @@ from captioner.visualize import OVERLAY_FLOOR
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-THUMBNAIL = 96  # examples are shown as thumbnails of this side (a few KB each)
-
 INTRO = """\
 # captioner · Show, Attend and Tell
 The model writes a caption one word at a time and, before each word, decides **where in the
@@ -80,21 +80,6 @@ def example_files(folder: Path = EXAMPLES) -> list[str]:
         return []
     files = [p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES]
     return [str(p) for p in sorted(files, key=lambda p: (not p.name.startswith("scene"), p.name))]
-
-
-def thumbnails(examples: list[str], folder: Path) -> list[str]:
-    """Small copies of the example images for the page (the full files stay on the server)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for n, path in enumerate(examples):
-        with Image.open(path) as image:
-            small = image.convert("RGB")
-            small.thumbnail((THUMBNAIL, THUMBNAIL))
-            paths.append(str(folder / f"example-{n}.webp"))
-            small.save(paths[-1], quality=80)
-    return paths
 
 
 def explorer_component() -> gr.HTML:
@@ -186,29 +171,11 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         one the page opens on the first example. Returns image, settings, outputs, truth."""
         query = dict(request.query_params) if request else {}
         with ui_errors(7, at=5, title="Cannot open this link") as failed:
-            link = shared_view(query)
-            beam_size, max_len = link.get("beam", DEFAULT_BEAM), link.get("len", DEFAULT_MAX_LEN)
-            truth = ""
-            if "scene" in link or "compose" in link:
-                if not model.knows_scenes:
-                    raise ValueError("this model has no scene lab; open the page without the "
-                                     "link's scene")
-                picture, view, truth = (model.new_scene(link["scene"], beam_size, max_len)
-                                        if "scene" in link else
-                                        model.compose(link["compose"], beam_size, max_len))
-                if "prefix" in link or "look" in link:
-                    view = model.view(picture, beam_size, max_len, prefix=link.get("prefix", ""),
-                                      look=link.get("look"), source=view.explorer["source"])
-            elif examples:
-                number = check_int("the link's example", link.get("example", 0), 0,
-                                   len(examples) - 1)
-                picture = examples[number]
-                view = model.view(picture, beam_size, max_len, prefix=link.get("prefix", ""),
-                                  look=link.get("look"), source={"example": number})
-            else:
-                return (None, beam_size, max_len, "", "", None, "")
-            view.explorer["word"] = link.get("word")
-            return (picture, beam_size, max_len, *shown(view), truth)
+            opened = open_link(model, examples, parse_link(query))
+            if opened.view is None:  # no examples and nothing named: an empty page
+                return (None, opened.beam_size, opened.max_len, "", "", None, "")
+            return (opened.picture, opened.beam_size, opened.max_len, *shown(opened.view),
+                    opened.truth)
         return failed.outputs
 
     with gr.Blocks(title="captioner: Show, Attend and Tell", delete_cache=(1800, 3600)) as demo:
@@ -233,7 +200,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                 if examples:
                     gallery = gr.Dataset(
                         components=[gr.Image(visible=False, render=False)],
-                        samples=[[t] for t in thumbnails(examples, example_folder(model))],
+                        samples=[[t] for t in example_thumbnails(examples, example_folder(model))],
                         type="index", label="Examples: click one", elem_id="examples",
                         samples_per_page=12)
                 if model.knows_scenes:
@@ -348,43 +315,6 @@ def ui_errors(count: int, at: int, keep: bool = False, title: str = "Cannot capt
     except (ImageError, ValueError) as e:
         gr.Warning(html.escape(str(e)), title=title)
         failure.failed(str(e))
-
-
-def shared_view(query: dict) -> dict:
-    """A shared link's fields (explorer.js `share` writes them), checked one by one: a bad
-    field is a ValueError naming it. Unknown fields are ignored."""
-    link: dict = {}
-
-    def number(name, kind=int):
-        try:
-            return kind(query[name])
-        except (TypeError, ValueError):
-            raise ValueError(f"the link's '{name}' is not a number: {query[name]!r}") from None
-
-    for name in ("example", "scene", "beam", "len", "word"):
-        if query.get(name) not in (None, ""):
-            link[name] = number(name)
-    if query.get("prefix"):
-        link["prefix"] = str(query["prefix"])
-    if query.get("look"):
-        parts = str(query["look"]).split(",")
-        try:
-            link["look"] = Look(int(parts[0]), float(parts[1]), float(parts[2]))
-        except (IndexError, ValueError):
-            raise ValueError(f"the link's 'look' must be word,x,y: {query['look']!r}") from None
-    if query.get("compose"):
-        specs = []
-        for part in str(query["compose"]).split("_"):
-            fields = part.split("-")
-            try:
-                shape, color, size, x, y = fields
-                specs.append({"shape": shape, "color": color, "size": size,
-                              "position": (float(x), float(y))})
-            except ValueError:
-                raise ValueError("the link's 'compose' must be shape-colour-size-x-y objects "
-                                 f"joined by _: {part!r}") from None
-        link["compose"] = specs
-    return link
 
 
 def event_field(evt: gr.EventData, name: str, kind: type):

@@ -10,6 +10,7 @@ from captioner import lab
 from captioner.decoding import caption_images
 from captioner.demo import DEFAULT_MAX_LEN, Demo, Look
 from captioner.demo.core import first_content_word
+from captioner.demo.link import open_link, parse_link
 from captioner.hub import BUNDLED_WEIGHTS
 from captioner.scenes import SIZE_RANGES, objects_from_specs, render_scene
 from captioner.vocab import SPECIALS
@@ -83,20 +84,44 @@ def test_the_explorer_opens_on_the_first_content_word():
 
 
 def test_a_shared_links_fields_are_checked_one_by_one():
-    link = app_module.shared_view({"example": "2", "beam": "4", "len": "25", "word": "3",
+    link = parse_link({"example": "2", "beam": "4", "len": "25", "word": "3",
                                    "prefix": "a small", "look": "3,0.25,0.75", "junk": "x"})
     assert link == {"example": 2, "beam": 4, "len": 25, "word": 3, "prefix": "a small",
                     "look": Look(3, 0.25, 0.75)}
-    composed = app_module.shared_view({"compose": "circle-red-big-0.25-0.3_square-green-small"
+    composed = parse_link({"compose": "circle-red-big-0.25-0.3_square-green-small"
                                                   "-0.75-0.3"})
     assert composed["compose"][1] == {"shape": "square", "color": "green", "size": "small",
                                       "position": (0.75, 0.3)}
     with pytest.raises(ValueError, match="'beam' is not a number"):
-        app_module.shared_view({"beam": "three"})
+        parse_link({"beam": "three"})
     with pytest.raises(ValueError, match="'look' must be word,x,y"):
-        app_module.shared_view({"look": "3,0.5"})
+        parse_link({"look": "3,0.5"})
     with pytest.raises(ValueError, match="'compose' must be"):
-        app_module.shared_view({"compose": "circle-red-big"})
+        parse_link({"compose": "circle-red-big"})
+
+
+def test_a_link_opens_the_view_it_names(bundled, tmp_path):
+    """What explorer.js records, opened again: the same caption with the same forced words and
+    word, for an example and for a lab scene (whose verdict comes back too)."""
+    example = tmp_path / "scene.png"
+    render_scene(np.random.default_rng(20261125), 256).image.save(example)
+    bundled.use_examples([example])
+    own = bundled.view(str(example), 2, 30).explorer
+    prefix = " ".join(own["tokens"][:1] + ["small" if own["tokens"][1] == "big" else "big"])
+    opened = open_link(bundled, [str(example)], parse_link(
+        {"example": "0", "beam": "2", "len": "30", "prefix": prefix, "word": "3"}))
+    view = opened.view.explorer
+    assert view["tokens"][:2] == prefix.split() and view["forced"] == 2 and view["word"] == 3
+    assert view["source"] == {"example": 0} and (opened.beam_size, opened.max_len) == (2, 30)
+    assert view["tokens"] == bundled.view(str(example), 2, 30, prefix=prefix).explorer["tokens"]
+
+    _, lab_view, truth = bundled.new_scene(17, 1, 30)
+    opened = open_link(bundled, [], parse_link({"scene": "17", "beam": "1", "word": "4"}))
+    assert opened.view.explorer["tokens"] == lab_view.explorer["tokens"] and opened.truth == truth
+    assert opened.view.explorer["source"] == {"scene": 17} and opened.view.explorer["word"] == 4
+    with pytest.raises(ValueError, match="example must be a whole number from 0 to 0"):
+        open_link(bundled, [str(example)], parse_link({"example": "3"}))
+    assert open_link(bundled, [], {}).view is None  # nothing to show
 
 
 def test_only_an_examples_own_bytes_make_a_picture_shareable(bundled, uploads, tmp_path):

@@ -189,6 +189,20 @@ def first_content_word(tokens: list[str]) -> int:
     return next((i + 1 for i, t in enumerate(tokens) if t not in FUNCTION_WORDS), 1)
 
 
+def example_thumbnails(examples: list[str | Path], folder: Path, side: int = 96) -> list[str]:
+    """Small WebP copies (a few KB each) of the example images for the page's example gallery:
+    the first page load stays light, and the full files stay on the server."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, path in enumerate(examples):
+        with Image.open(path) as image:
+            small = image.convert("RGB")
+        small.thumbnail((side, side))
+        paths.append(str(folder / f"example-{n}.webp"))
+        small.save(paths[-1], quality=80)
+    return paths
+
+
 def png_data_url(image: Image.Image) -> str:
     """A small picture as a `data:` URL, to travel inside the caption's JSON."""
     buffer = io.BytesIO()
