@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import os
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -29,28 +31,45 @@ from captioner.demo import (
     MAX_LEN_RANGE,
     Demo,
     Look,
+    check_int,
+    example_thumbnails,
     web_asset,
 )
+from captioner.demo.link import open_link, parse_link
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
 from captioner.preprocess import ImageError
 from captioner.scenes import COLORS, SHAPES, SIZES
-from captioner.visualize import OVERLAY_ALPHA, OVERLAY_FLOOR, colormap_table
+from captioner.visualize import OVERLAY_FLOOR
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-CACHE_VERSION = "2"  # bump when the caption handler's outputs change (invalidates cached examples)
-
 INTRO = """\
 # captioner · Show, Attend and Tell
+The model writes a caption one word at a time and, before each word, decides **where in the
+picture to look**: the picture stays bright there. Step through the words with the slider.
+"""
 
-Upload a picture (or paste one, use the webcam, or click an example). The model writes a caption
-one word at a time and, before each word, decides **where in the image to look**. Move the
-**word slider**, click a word or a thumbnail, to see that attention as a heatmap for each word.
+SCENES_NOTE = """\
+This model knows only **generated scenes of coloured shapes**: try the examples or the **scene
+lab** (a photo gets a warning, and a caption that means nothing).
 """
 
 CSS = """
 #caption textarea { font-size: 1.25rem; font-weight: 600; }
+#caption.cx-unsure textarea { opacity: 0.5; font-style: italic; font-weight: 400; }
+#intro p { margin: 0; }
+#intro h1 { margin: 0 0 0.2rem; font-size: 1.5rem; }
+#details p { margin: 0; }
+#details:has(span.md:empty), #ground-truth:has(span.md:empty) { display: none; }
+#ground-truth { font-size: 0.9rem; }
+#ground-truth p { margin: 0 0 0.2rem; }
+@media (max-width: 640px) {
+  #intro h1 { font-size: 1.2rem; }
+  #intro { font-size: 0.9rem; }
+  #caption textarea { font-size: 1.05rem; }
+  #details { font-size: 0.85rem; }
+}
 footer { display: none !important; }
 """
 
@@ -63,26 +82,6 @@ def example_files(folder: Path = EXAMPLES) -> list[str]:
     return [str(p) for p in sorted(files, key=lambda p: (not p.name.startswith("scene"), p.name))]
 
 
-def add_examples(model: Demo, examples: list[str], inputs, outputs, fn) -> gr.Examples:
-    """Clickable examples whose outputs are cached on first use, in a folder per model so that
-    new weights never show old captions."""
-    previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
-    base = Path(previous or ".gradio/cached_examples")
-    os.environ["GRADIO_EXAMPLES_CACHE"] = str(
-        base / f"captioner-{model.fingerprint}-v{CACHE_VERSION}")
-    try:
-        return gr.Examples([[path, DEFAULT_BEAM, DEFAULT_MAX_LEN] for path in examples],
-                           inputs=inputs, outputs=outputs, fn=fn, cache_examples=True,
-                           cache_mode="lazy", preprocess=False, visible_columns=[0],
-                           examples_per_page=12, label="Examples: click one",
-                           elem_id="examples")
-    finally:
-        if previous is None:
-            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
-        else:
-            os.environ["GRADIO_EXAMPLES_CACHE"] = previous
-
-
 def explorer_component() -> gr.HTML:
     """The attention explorer: words, slider, heatmap and gallery, all drawn in the browser by
     captioner/demo/web/explorer.js from the payload each caption sends."""
@@ -90,35 +89,56 @@ def explorer_component() -> gr.HTML:
                    css_template=web_asset("explorer.css"),
                    js_on_load=web_asset("explorer.js")
                    + "\nCaptionerExplorer.mount(element, props, watch, trigger);",
-                   colormap=colormap_table(), alpha=OVERLAY_ALPHA, floor=OVERLAY_FLOOR,
+                   floor=OVERLAY_FLOOR,
                    image_selector="#input-image img", elem_id="explorer", render=False)
 
 
 def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
     """The page for a loaded model. `examples` defaults to the images in examples/."""
     examples = model.suitable_examples(example_files() if examples is None else examples)
-    model.allow_files(examples)  # clients may name these and gradio's uploads, nothing else
+    model.use_examples(examples)  # clients may name these and gradio's uploads, nothing else
 
     def shown(view):
         return view.caption, view.details, view.explorer
 
+    def fresh(view):
+        """A new picture's outputs: no scene-lab verdict any more."""
+        return (*shown(view), "")
+
     def caption(image, beam_size, max_len):
-        with user_errors():
-            return shown(model.view(image, beam_size, max_len))
+        with ui_errors(4, at=2) as failed:
+            return fresh(model.view(image, beam_size, max_len, source=model.source_of(image)))
+        return failed.outputs
+
+    def show_example(number, beam_size, max_len):
+        """An example clicked: its picture and caption, with the visitor's own settings."""
+        with ui_errors(5, at=3) as failed:
+            number = check_int("example", number, 0, len(examples) - 1)
+            path = examples[number]
+            view = model.view(path, beam_size, max_len, source={"example": number})
+            return (path, *fresh(view))
+        return failed.outputs
 
     def pick(image, beam_size, max_len, evt: gr.EventData):
         """The visitor picked another word: the model writes the rest from there."""
-        with user_errors():
+        with ui_errors(3, at=2, keep=True, title="Cannot go on from this word") as failed:
             prefix = event_field(evt, "prefix", str)
             return shown(model.view(image, beam_size, max_len, prefix=prefix))
+        return failed.outputs
 
     def look(image, beam_size, max_len, evt: gr.EventData):
         """The visitor clicked a point for the selected word: the model looks there."""
-        with user_errors():
+        with ui_errors(3, at=2, keep=True, title="Cannot look there") as failed:
             where = Look(event_field(evt, "word", int), event_field(evt, "x", float),
                          event_field(evt, "y", float))
             prefix = event_field(evt, "prefix", str)
             return shown(model.view(image, beam_size, max_len, prefix=prefix, look=where))
+        return failed.outputs
+
+    def reset(image, beam_size, max_len):
+        with ui_errors(3, at=2, keep=True) as failed:
+            return shown(model.view(image, beam_size, max_len))
+        return failed.outputs
 
     def api_caption(image, beam_size, max_len) -> dict:
         with user_errors():
@@ -132,72 +152,97 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         with user_errors():
             return model.api(image, beam_size, max_len, look=Look(int(word), float(x), float(y)))
 
-    def new_scene(seed, beam_size):
-        with user_errors():
-            picture, view, truth = model.new_scene(seed, beam_size)
-        return (picture, *shown(view), truth, int(seed) + 1)
+    def new_scene(seed, beam_size, max_len):
+        with ui_errors(6, at=3, keep=True, title="Cannot make this scene") as failed:
+            picture, view, truth = model.new_scene(seed, beam_size, max_len)
+            return (picture, *shown(view), truth, int(seed) + 1)
+        return failed.outputs
 
-    def compose(beam_size, *fields):
+    def compose(beam_size, max_len, *fields):
         specs = [{"shape": shape, "color": color, "size": size, "position": (x, y)}
                  for shape, color, size, x, y in zip(*[iter(fields)] * 5) if shape != "none"]
-        with user_errors():
-            picture, view, truth = model.compose(specs, beam_size)
-        return (picture, *shown(view), truth)
+        with ui_errors(5, at=3, keep=True, title="Cannot compose this scene") as failed:
+            picture, view, truth = model.compose(specs, beam_size, max_len)
+            return (picture, *shown(view), truth)
+        return failed.outputs
+
+    def restore(request: gr.Request):
+        """A shared link: the page address names the view (see explorer.js `share`); without
+        one the page opens on the first example. Returns image, settings, outputs, truth."""
+        query = dict(request.query_params) if request else {}
+        with ui_errors(7, at=5, title="Cannot open this link") as failed:
+            opened = open_link(model, examples, parse_link(query))
+            if opened.view is None:  # no examples and nothing named: an empty page
+                return (None, opened.beam_size, opened.max_len, "", "", None, "")
+            return (opened.picture, opened.beam_size, opened.max_len, *shown(opened.view),
+                    opened.truth)
+        return failed.outputs
 
     with gr.Blocks(title="captioner: Show, Attend and Tell", delete_cache=(1800, 3600)) as demo:
-        gr.Markdown(INTRO)
-        # The outputs are made first (rendered further down) so the examples can refer to them.
-        text = gr.Textbox(label="Caption", interactive=False, elem_id="caption",
-                          buttons=["copy"], lines=1, max_lines=3, render=False)
-        details = gr.Markdown(elem_id="details", render=False)
-        explorer = explorer_component()
-        outputs = [text, details, explorer]
-
+        gr.Markdown(INTRO + (SCENES_NOTE if model.knows_scenes else ""), elem_id="intro")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=5):
-                image = gr.Image(label="Image", type="filepath", height=340, format="png",
-                                 sources=["upload", "webcam", "clipboard"],
-                                 elem_id="input-image")
-                with gr.Row():
-                    beam = gr.Slider(*BEAM_SIZES, value=DEFAULT_BEAM, step=1, label="Beam size",
-                                     info="1 = greedy; larger beams compare more captions")
-                    max_len = gr.Slider(*MAX_LEN_RANGE, value=DEFAULT_MAX_LEN, step=1,
-                                        label="Maximum length", info="in words")
+            with gr.Column(scale=7, elem_id="main"):
+                text = gr.Textbox(label="Caption", interactive=False, elem_id="caption",
+                                  buttons=["copy"], lines=1, max_lines=6)
+                details = gr.Markdown(elem_id="details")
+                truth = gr.Markdown(elem_id="ground-truth")  # the scene lab's verdict
+                explorer = explorer_component()
+                explorer.render()
+            with gr.Column(scale=3, min_width=280, elem_id="controls"):
+                image = gr.Image(label="Image", type="filepath",
+                                 height=170, format="png", elem_id="input-image",
+                                 sources=["upload", "webcam", "clipboard"])
+                beam = gr.Slider(*BEAM_SIZES, value=DEFAULT_BEAM, step=1, label="Beam size",
+                                 info="1 = greedy; more compares more captions", elem_id="beam")
+                max_len = gr.Slider(*MAX_LEN_RANGE, value=DEFAULT_MAX_LEN, step=1,
+                                    label="Maximum length", info="in words", elem_id="max-len")
                 run = gr.Button("Caption", variant="primary", elem_id="run")
                 if examples:
-                    add_examples(model, examples, [image, beam, max_len], outputs, caption)
-            with gr.Column(scale=6):
-                for component in (text, details, explorer):
-                    component.render()
+                    gallery = gr.Dataset(
+                        components=[gr.Image(visible=False, render=False)],
+                        samples=[[t] for t in example_thumbnails(examples, example_folder(model))],
+                        type="index", label="Examples: click one", elem_id="examples",
+                        samples_per_page=12)
                 if model.knows_scenes:
-                    lab = scene_lab()
+                    seed, new = new_scene_controls()
+        if model.knows_scenes:
+            fields, compose_button = composer()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
-                with gr.Accordion("What does the heatmap mean?", open=True):
+                with gr.Accordion("What does the picture show?", open=False):
                     gr.Markdown(model.explanation())
             with gr.Column(scale=6):
                 with gr.Accordion("About the model", open=True):
                     gr.Markdown(model.model_markdown(), elem_id="model-info")
 
+        outputs = [text, details, explorer]
         # preprocess=False: handlers get the raw payload and open it through model.files,
         # which allows only gradio's uploads and the examples (see captioner/demo/inputs.py).
         gr.on([run.click, image.upload], caption, inputs=[image, beam, max_len],
-              outputs=outputs, preprocess=False, api_visibility="undocumented",
+              outputs=[*outputs, truth], preprocess=False, api_visibility="undocumented",
               api_name="caption_ui")
+        # a removed picture takes its caption with it (in the page: no request)
+        image.clear(None, outputs=[*outputs, truth], js="() => ['', '', null, '']")
+        if examples:
+            gallery.click(show_example, inputs=[gallery, beam, max_len],
+                          outputs=[image, *outputs, truth], api_name="example_ui",
+                          api_visibility="undocumented")
         # Questions asked from the explorer (explorer.js triggers these with their details).
         explorer.pick(pick, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
                       api_name="pick_ui", api_visibility="undocumented")
         explorer.look(look, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
                       api_name="look_ui", api_visibility="undocumented")
-        explorer.reset(caption, inputs=[image, beam, max_len], outputs=outputs,
+        explorer.reset(reset, inputs=[image, beam, max_len], outputs=outputs,
                        preprocess=False, api_name="reset_ui", api_visibility="undocumented")
         if model.knows_scenes:
-            lab.new.click(new_scene, inputs=[lab.seed, beam],
-                          outputs=[image, *outputs, lab.truth, lab.seed],
-                          api_name="new_scene_ui", api_visibility="undocumented")
-            lab.compose.click(compose, inputs=[beam, *lab.fields],
-                              outputs=[image, *outputs, lab.truth],
-                              api_name="compose_ui", api_visibility="undocumented")
+            new.click(new_scene, inputs=[seed, beam, max_len],
+                      outputs=[image, *outputs, truth, seed],
+                      api_name="new_scene_ui", api_visibility="undocumented")
+            compose_button.click(compose, inputs=[beam, max_len, *fields],
+                                 outputs=[image, *outputs, truth],
+                                 api_name="compose_ui", api_visibility="undocumented")
+        demo.load(restore, outputs=[image, beam, max_len, *outputs, truth],
+                  api_visibility="private")
 
         # The API: gradio_client.Client(url).predict(handle_file(path), 3, 20, api_name="/caption")
         result = gr.JSON(label="result", visible=False)
@@ -219,6 +264,11 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
     return demo
 
 
+def example_folder(model: Demo) -> Path:
+    """Where this model's example thumbnails are written (one folder per model)."""
+    return Path(tempfile.gettempdir()) / f"captioner-thumbnails-{model.fingerprint}"
+
+
 API_RESULT = (" Returns JSON: caption, tokens, score (mean log-probability per token), "
               "attention (one grid x grid map per token), cell_centres, alternatives (per "
               "token, the top words with their probabilities), gate (per token, 0-1), beams "
@@ -234,6 +284,39 @@ def user_errors():
         raise gr.Error(str(e), title="Cannot caption this image") from None
 
 
+class Failure:
+    """What a page handler returns when the visitor's request failed (see `ui_errors`)."""
+
+    def __init__(self, count: int, at: int, keep: bool):
+        self.count, self.at, self.keep = count, at, keep
+        self.outputs = None
+
+    def failed(self, message: str) -> None:
+        outputs = [gr.skip()] * self.count
+        if not self.keep:  # the caption shown no longer belongs to the picture: clear it
+            outputs[self.at - 2] = outputs[self.at - 1] = ""  # caption, details
+            if self.at + 1 < self.count:
+                outputs[self.at + 1] = ""  # the scene lab's verdict
+        # the explorer shows the message and ends its "writing the rest..." status; `at` makes
+        # every failure a new value, so the page hears about a repeated one too
+        outputs[self.at] = {"error": message, "keep": self.keep, "at": time.time()}
+        self.outputs = tuple(outputs)
+
+
+@contextlib.contextmanager
+def ui_errors(count: int, at: int, keep: bool = False, title: str = "Cannot caption this image"):
+    """For the page's handlers (`count` outputs, the explorer at index `at`): a bad image or
+    setting becomes a warning and a message in the explorer, never an "Error" over the
+    outputs. With `keep` (a question about the picture shown, a lab scene that could not be
+    made) what is shown stays; otherwise the caption and explorer are cleared."""
+    failure = Failure(count, at, keep)
+    try:
+        yield failure
+    except (ImageError, ValueError) as e:
+        gr.Warning(html.escape(str(e)), title=title)
+        failure.failed(str(e))
+
+
 def event_field(evt: gr.EventData, name: str, kind: type):
     """One field of what the page's explorer sent with an event (a client could send anything:
     a missing or malformed field is a ValueError, shown as a message)."""
@@ -246,40 +329,41 @@ def event_field(evt: gr.EventData, name: str, kind: type):
         raise ValueError(f"the page sent a bad '{name}': {value!r}") from None
 
 
-@dataclass
-class SceneLab:
-    """The scene lab's controls (shown for models trained on generated scenes)."""
-
-    seed: gr.Number
-    new: gr.Button
-    fields: list  # shape, colour, size, x, y for each of three objects
-    compose: gr.Button
-    truth: gr.Markdown
+# The composer's starting objects: they fit and do not overlap (a test composes them).
+COMPOSE_DEFAULTS = [("circle", "red", "big", 0.25, 0.3), ("square", "green", "small", 0.75, 0.3),
+                    ("none", "blue", "small", 0.5, 0.75)]
+POSITION_RANGE = (0.25, 0.75)  # a big object (under half the side wide) fits anywhere in it
 
 
-def scene_lab() -> SceneLab:
-    """New scenes from a seed range never used in training, and scenes of your own objects."""
-    with gr.Accordion("Scene lab: test the model on scenes with a known truth", open=True,
-                      elem_id="scene-lab"):
+def new_scene_controls() -> tuple[gr.Number, gr.Button]:
+    """The scene lab's quick test: a fresh scene from a seed range never used in training."""
+    with gr.Accordion("Scene lab: scenes with a known truth", open=True, elem_id="scene-lab"):
         with gr.Row():
-            seed = gr.Number(0, label="Scene number", precision=0, minimum=0, elem_id="lab-seed")
-            new = gr.Button("New scene", elem_id="new-scene")
-        fields = []
-        for n in range(1, 4):
-            with gr.Row():
+            seed = gr.Number(0, label="Scene number", precision=0, minimum=0, elem_id="lab-seed",
+                             min_width=100)
+            new = gr.Button("New scene", elem_id="new-scene", min_width=100)
+    return seed, new
+
+
+def composer() -> tuple[list, gr.Button]:
+    """Scenes of the visitor's own objects: one row per object, wide enough that no control
+    is clipped (on a phone the row wraps)."""
+    fields = []
+    with gr.Accordion("Scene lab: compose a scene of your own objects", open=True,
+                      elem_id="composer"):
+        for n, (shape, colour, size, x, y) in enumerate(COMPOSE_DEFAULTS, 1):
+            with gr.Row(equal_height=True):
                 fields += [
-                    gr.Dropdown(["none", *SHAPES], value=("circle", "square", "none")[n - 1],
-                                label=f"object {n}", min_width=90),
-                    gr.Dropdown(list(COLORS), value=list(COLORS)[n - 1], label="colour",
-                                min_width=90),
-                    gr.Dropdown(list(SIZES), value="big", label="size", min_width=80),
-                    gr.Slider(0.2, 0.8, value=(0.3, 0.7, 0.5)[n - 1], step=0.05, label="x",
-                              min_width=80),
-                    gr.Slider(0.2, 0.8, value=(0.3, 0.7, 0.5)[n - 1], step=0.05, label="y",
-                              min_width=80)]
+                    gr.Dropdown(["none", *SHAPES], value=shape, label=f"object {n}",
+                                min_width=110),
+                    gr.Dropdown(list(COLORS), value=colour, label="colour", min_width=110),
+                    gr.Dropdown(list(SIZES), value=size, label="size", min_width=110)]
+                # centre positions at which even a big object fits
+                fields += [gr.Slider(*POSITION_RANGE, value=value, step=0.05, label=label,
+                                     min_width=160)
+                           for value, label in ((x, "x: left → right"), (y, "y: top → bottom"))]
         compose = gr.Button("Compose and caption", elem_id="compose")
-        truth = gr.Markdown(elem_id="ground-truth")
-    return SceneLab(seed, new, fields, compose, truth)
+    return fields, compose
 
 
 def weights_source(arg: str | None = None) -> str:
@@ -321,8 +405,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# the system's own fonts: no web-font download (a lighter first page)
+THEME = gr.themes.Soft(font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+                       font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
+
+
 def launch(app: gr.Blocks, **kwargs):
-    return app.launch(max_file_size="10mb", css=CSS, theme=gr.themes.Soft(), **kwargs)
+    return app.launch(max_file_size="10mb", css=CSS, theme=THEME, **kwargs)
 
 
 def __getattr__(name: str):

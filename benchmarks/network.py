@@ -16,8 +16,8 @@ NETWORK = {"offline": False, "latency": LATENCY_MS, "downloadThroughput": 10e6 /
 
 class Traffic:
     """Requests sent and bytes received by one page, from Chrome DevTools' network events,
-    on the emulated NETWORK. Streamed replies (gradio's server-sent events) count by their
-    chunks as they arrive."""
+    on the emulated NETWORK: bytes on the wire (compressed, headers included) of every finished
+    reply; a reply still streaming (gradio's server-sent events) counts by its chunks so far."""
 
     def __init__(self, page):
         self.requests: list[str] = []
@@ -35,7 +35,8 @@ class Traffic:
                lambda e: self.finished.__setitem__(e["requestId"], e["encodedDataLength"]))
 
     def data_received(self, event) -> None:
-        size = max(event["encodedDataLength"], event["dataLength"])
+        # chunks of a stream often report no encoded length until it finishes: then the data's
+        size = event["encodedDataLength"] or event["dataLength"]
         self.streamed[event["requestId"]] = self.streamed.get(event["requestId"], 0) + size
 
     @property
@@ -47,4 +48,7 @@ class Traffic:
     def received(self) -> int:
         ids = {i for i in set(self.streamed) | set(self.finished)
                if not self.urls.get(i, "").startswith("data:")}
-        return sum(max(self.streamed.get(i, 0), self.finished.get(i, 0)) for i in ids)
+        # a finished reply's encoded length is what crossed the network (a compressed script
+        # decodes to several times more)
+        return sum(self.finished[i] if i in self.finished else self.streamed.get(i, 0)
+                   for i in ids)

@@ -20,6 +20,7 @@ from captioner.model import Captioner
 from captioner.scenes import Scene, World, caption_correctness, get_world, scene_rng, world_of
 
 LAB_SEED = 10_000
+MAX_LEN = 30  # steps: scenes-v1's longest true caption has 27 words, so it is never cut
 
 
 def lab_world(model: Captioner, world: str | None = None) -> World:
@@ -59,12 +60,15 @@ class LabScene:
                 "relations_correct": self.relations_correct, "words": self.words}
 
 
-def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int, world: World
-           ) -> LabScene:
+def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int, world: World,
+           max_len: int | None) -> LabScene:
     """Caption a scene and score it, with evaluation's own checks (strict pointing: the
-    attention peak inside the object's box, or any of a counted mention's boxes)."""
+    attention peak inside the object's box, or any of a counted mention's boxes). A caption
+    cut at `max_len` (default: room for the world's longest caption) is never right."""
+    if max_len is None:
+        max_len = max(MAX_LEN, world.max_words + 1)
     caption = caption_images(model, [scene.image], beam_size=beam_size, top_k=top_k,
-                             max_len=world.max_words)[0]
+                             max_len=max_len)[0]
     objects = [o.to_dict() for o in scene.objects]
     size = scene.image.width
     for obj in objects:
@@ -74,12 +78,14 @@ def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int, world: Wo
               "object": w["object"], "objects": w["objects"], "hit": w["hit"]}
              for w in pointing_words(caption, objects, size, size,
                                      model.encoder.cell_centres(), tolerance=0)]
-    return LabScene(scene.image, caption, objects, scene.captions, result["objects_correct"],
-                    result["relations_correct"], words)
+    whole = not caption.truncated
+    return LabScene(scene.image, caption, objects, scene.captions,
+                    result["objects_correct"] and whole,
+                    result["relations_correct"] if whole else False, words)
 
 
 def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0,
-              world: str | None = None) -> LabScene:
+              world: str | None = None, max_len: int | None = None) -> LabScene:
     """Lab scene number `seed` (any int >= 0), drawn like the dataset of `world` (default:
     the model's own) at the model's size; `top_k` alternatives per word, as in
     `caption_images`."""
@@ -88,11 +94,12 @@ def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0
     spec = lab_world(model, world)
     scene = spec.render_scene(scene_rng(LAB_SEED, "test", seed),
                               spec.size_for(model.config.image_size))
-    return _check(model, scene, beam_size, top_k, spec)
+    return _check(model, scene, beam_size, top_k, spec, max_len)
 
 
 def compose(model: Captioner, objects: Sequence[Mapping], *, seed: int = 0,
-            beam_size: int = 1, top_k: int = 0, world: str | None = None) -> LabScene:
+            beam_size: int = 1, top_k: int = 0, world: str | None = None,
+            max_len: int | None = None) -> LabScene:
     """A hand-made scene of `world` (default: the model's own): up to its most objects
     (three in scenes-v1, five in scenes-v2, where identical ones are counted), each {shape,
     color, size, position (x, y fractions)}, on a background drawn from lab seed `seed`. Bad
@@ -101,4 +108,4 @@ def compose(model: Captioner, objects: Sequence[Mapping], *, seed: int = 0,
     size = spec.size_for(model.config.image_size)
     placed = spec.objects_from_specs(objects, size)
     background = spec.draw_background(np.random.default_rng([LAB_SEED, seed]), size)
-    return _check(model, spec.draw_scene(placed, background), beam_size, top_k, spec)
+    return _check(model, spec.draw_scene(placed, background), beam_size, top_k, spec, max_len)

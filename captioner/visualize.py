@@ -1,4 +1,5 @@
-"""Attention pictures: one word's map as a heatmap over the image, and a grid of all words.
+"""Attention pictures: one word's map over the image (dimmed where attention is low), and a
+grid of all words.
 
 `upsample_attention` is also what the pointing game scores, so what you see is what is measured.
 Overlays are numpy and Pillow (a caption needs ~20 of them); matplotlib is only used for the grid
@@ -11,7 +12,6 @@ import textwrap
 from functools import lru_cache
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure  # a bare Figure: no pyplot, no global backend switch
 from PIL import Image
 
@@ -52,47 +52,35 @@ def _small_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return out
 
 
-HEATMAP_COLORMAP = "jet"
-OVERLAY_ALPHA = 0.55  # weight of the heat colour where a word's attention peaks ...
-OVERLAY_FLOOR = 0.15  # ... and where it is zero, so the image stays visible under the colour
+# The original paper's style: the picture dimmed where a word's attention is low and bright
+# where it peaks. Every pixel is only scaled (never tinted), so each object keeps its own hue
+# at every word: a green circle stays green whatever the attention does.
+OVERLAY_FLOOR = 0.3  # brightness kept where the attention is zero (the picture stays readable)
 
 
-@lru_cache(maxsize=4)
-def _colormap(name: str) -> np.ndarray:
-    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+def overlay_weight(heat: np.ndarray) -> np.ndarray:
+    """Heat in [0, 1] -> brightness in 0-255 levels: FLOOR + (1 - FLOOR) * sqrt(heat), rounded
+    (sqrt: half the peak is already 70 % bright, so a spread-out map still shows its shape).
+    The browser (web/explorer.js `blend`) computes the same levels."""
+    weight = np.sqrt(heat.astype(np.float32))
+    weight *= (1 - OVERLAY_FLOOR) * 255
+    weight += OVERLAY_FLOOR * 255 + 0.5  # + 0.5: round to the nearest level
+    return np.clip(weight, 0, 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=4)
-def _palette(name: str) -> bytes:
-    """The colormap as a PIL palette: 256 RGB triples."""
-    return _colormap(name).round().astype(np.uint8).tobytes()
+def attention_overlay(image: Image.Image, attention: np.ndarray, centres=None) -> Image.Image:
+    """One word's attention over the image: the picture dimmed where the attention (scaled to
+    its own peak) is low.
 
-
-def colormap_table(name: str = HEATMAP_COLORMAP) -> list[list[int]]:
-    """The colour map as 256 [r, g, b] rows: the browser paints heatmaps with exactly these."""
-    return np.frombuffer(_palette(name), dtype=np.uint8).reshape(256, 3).tolist()
-
-
-def attention_overlay(image: Image.Image, attention: np.ndarray, centres=None, *,
-                      alpha: float = OVERLAY_ALPHA, cmap: str = HEATMAP_COLORMAP) -> Image.Image:
-    """Blend one word's attention, as a heatmap scaled to its own peak, over the image.
-
-    The heat map is computed in float64 (as the pointing game scores it); colouring and
-    blending are done by Pillow in C on 8-bit values: 5x faster than blending 3 floats per
-    pixel in numpy, and within 2 levels of that (half a level on average: Pillow rounds)."""
+    The heat map is computed in float64 (as the pointing game scores it); the dimming is done by
+    Pillow in C on 8-bit values (each channel times the brightness level / 255, rounded)."""
     rgb = image.convert("RGB")
     heat = upsample_attention(attention, rgb.width, rgb.height, centres)
     peak = heat.max()
     if peak > 0:
         heat /= peak
-    colours = Image.fromarray((heat * 255).astype(np.uint8))
-    colours.putpalette(_palette(cmap))
-    # weight of the heat colour: keep the image visible where attention is low
-    weight = np.sqrt(heat.astype(np.float32))
-    weight *= alpha * 255
-    weight += OVERLAY_FLOOR * 255 + 0.5  # + 0.5: round to the nearest level
-    mask = Image.fromarray(np.clip(weight, 0, 255).astype(np.uint8))
-    return Image.composite(colours.convert("RGB"), rgb, mask)
+    mask = Image.fromarray(overlay_weight(heat))
+    return Image.composite(rgb, Image.new("RGB", rgb.size), mask)
 
 
 def attention_grid(image: Image.Image, tokens: list[str], attention: np.ndarray, centres=None,

@@ -1,6 +1,7 @@
 """The gradio app served on loopback and driven with gradio_client, plus its start-up checks."""
 
 import os
+import re
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from gradio
 
@@ -39,7 +40,7 @@ def tiny_model_dir(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def running_app(folder: Path, weights: str | Path | None = None):
-    """Serve the app on 127.0.0.1 with its own example cache; yields (url, example paths)."""
+    """Serve the app on 127.0.0.1; yields (url, example paths)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = weights or tiny_model_dir(folder / "model")
     examples = []
@@ -47,21 +48,13 @@ def running_app(folder: Path, weights: str | Path | None = None):
         path = folder / f"scene-{i + 1}.png"
         render_scene(np.random.default_rng(20261125 + i), 256).image.save(path)
         examples.append(str(path))
-    old = os.environ.get("GRADIO_EXAMPLES_CACHE")
-    os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder / "example-cache")
+    blocks = app_module.build_app(Demo.load(str(weights)), examples=examples)
+    _, url, _ = app_module.launch(blocks, prevent_thread_lock=True, quiet=True,
+                                  server_name="127.0.0.1", server_port=free_port())
     try:
-        blocks = app_module.build_app(Demo.load(str(weights)), examples=examples)
-        _, url, _ = app_module.launch(blocks, prevent_thread_lock=True, quiet=True,
-                                      server_name="127.0.0.1", server_port=free_port())
-        try:
-            yield url, examples
-        finally:
-            blocks.close()
+        yield url, examples
     finally:
-        if old is None:
-            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
-        else:
-            os.environ["GRADIO_EXAMPLES_CACHE"] = old
+        blocks.close()
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +98,24 @@ def test_caption_from_and_look_here_endpoints(served):
 
 def test_ui_handler_returns_caption_details_and_the_explorer_payload(served):
     client, examples = served
-    text, details, explorer = client.predict(
+    text, details, explorer, truth = client.predict(
         gradio_client.handle_file(examples[1]), 2, 6, api_name="/caption_ui")
+    assert truth == ""  # a new picture: no scene-lab verdict left from the last one
     assert explorer["tokens"] == text.split() and "beam 2" in details
     assert np.asarray(explorer["attention"]).shape == (len(explorer["tokens"]), 8 * 8)
     assert explorer["width"] >= 320 and "image" not in explorer
+
+
+def test_an_example_click_uses_the_settings_and_checks_the_number(served):
+    """The page's example handler: the example's picture and its caption at the visitor's
+    beam and length; a number that names no example is a message, not a picture."""
+    client, examples = served
+    picture, text, details, explorer, truth = client.predict(1, 2, 5, api_name="/example_ui")
+    assert explorer["beam_size"] == 2 and explorer["max_len"] == 5 and "beam 2" in details
+    assert explorer["source"] == {"example": 1} and text.split() == explorer["tokens"]
+    for bad in (2, -1):
+        _, text, _, explorer, _ = client.predict(bad, 2, 5, api_name="/example_ui")
+        assert text == "" and "example must be a whole number from 0 to 1" in explorer["error"]
 
 
 def call_raw(url: str, api_name: str, data: list) -> str:
@@ -147,11 +153,24 @@ def test_no_endpoint_opens_a_file_the_client_names(served, tmp_path, api_name, s
         "string": lambda p: str(p),
     }
     replies: dict[str, set[str]] = {form: set() for form in [*forms, "gradio_client"]}
+    page = api_name.endswith("_ui")  # the page's handler answers with a message, not an error
     for path in private_files(tmp_path / "private"):
         for form, payload in forms.items():
             reply = call_raw(client.src, api_name, [payload(path), *settings])
-            assert reply.startswith("event: error"), (form, reply)  # never a caption
+            if page and not reply.startswith("event: error"):  # (gradio's own refusal)
+                # no caption: the explorer is told why; its stamp differs every time
+                assert reply.startswith("event: complete") and '"error"' in reply, reply
+                assert '"tokens"' not in reply, reply
+                reply = re.sub(r'"at": [0-9.e+-]+', '"at": 0', reply)
+            else:
+                assert reply.startswith("event: error"), (form, reply)  # never a caption
             replies[form].add(reply)
+        if page:
+            text, _, explorer, _ = client.predict({"path": str(path)}, *settings,
+                                                  api_name=f"/{api_name}")
+            assert text == "" and "tokens" not in explorer
+            replies["gradio_client"].add(explorer["error"])
+            continue
         with pytest.raises(gradio_client.exceptions.AppError) as err:
             client.predict({"path": str(path)}, *settings, api_name=f"/{api_name}")
         replies["gradio_client"].add(str(err.value))
@@ -285,7 +304,6 @@ def test_module_level_demo_is_built_from_the_environment(tmp_path, monkeypatch):
 
     folder = tiny_model_dir(tmp_path / "m")
     monkeypatch.setenv("CAPTIONER_WEIGHTS", str(folder))
-    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "cache"))
     loaded = []
     real_load = Demo.load.__func__
     monkeypatch.setattr(Demo, "load", classmethod(

@@ -7,6 +7,7 @@ from PIL import Image
 
 from captioner.model import Encoder
 from captioner.visualize import (
+    OVERLAY_FLOOR,
     attention_grid,
     attention_overlay,
     save_attention_grid,
@@ -58,9 +59,23 @@ def test_attention_overlay_size_and_dependence_on_the_map():
     a, b = np.asarray(left, dtype=int), np.asarray(right, dtype=int)
     assert np.abs(a - b).mean() > 5
     assert not np.array_equal(a, np.asarray(image, dtype=int))  # something was drawn
-    # the heat is strongest where the map is: left overlay differs most from the image on the left
+    # the picture stays bright where the map is: the left overlay is dimmed on the right only
     diff = np.abs(a - np.asarray(image, dtype=int)).sum(axis=2)
-    assert diff[:, :20].mean() > diff[:, -20:].mean()
+    assert diff[:, :15].mean() < 0.75 * diff[:, -15:].mean()
+
+
+def test_overlay_keeps_every_colour_only_dims_it():
+    """Each pixel is the original times one brightness, the same for its three channels (so its
+    hue is kept), from OVERLAY_FLOOR where the attention is zero up to 1 at the peak."""
+    colours = np.array([[220, 40, 40], [40, 200, 60], [240, 220, 30], [50, 80, 230]], np.uint8)
+    image = Image.fromarray(np.repeat(np.repeat(colours[None], 40, axis=0), 20, axis=1))
+    overlay = np.asarray(attention_overlay(image, one_hot(4, 1, 3)), dtype=float)
+    original = np.asarray(image, dtype=float)
+    ratio = overlay / original
+    assert np.abs(ratio - ratio.mean(axis=2, keepdims=True)).max() < 0.04  # same for r, g, b
+    assert ratio.min() == pytest.approx(OVERLAY_FLOOR, abs=0.02)  # far from the peak
+    peak = np.unravel_index(np.argmax(ratio.mean(axis=2)), ratio.shape[:2])
+    assert ratio[peak].mean() == pytest.approx(1, abs=0.01) and peak[1] >= 60
 
 
 def test_attention_overlay_accepts_other_modes_and_zero_maps():

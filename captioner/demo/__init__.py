@@ -1,6 +1,7 @@
 """The web app's logic, testable without a browser: `core` (captioning and what the page
-shows), `inputs` (what a client may send), `model_info` (the model panel) and `web/` (the
-browser code that draws the attention). `app.py` only wires these to gradio components."""
+shows), `inputs` (what a client may send), `link` (the page's shareable link), `model_info` (the
+model panel) and `web/` (the browser code that draws the attention). `app.py` only wires these
+to gradio components."""
 
 from captioner.demo.core import (
     BEAM_SIZES,
@@ -18,6 +19,7 @@ from captioner.demo.core import (
     describe_score,
     display_copy,
     display_size,
+    example_thumbnails,
     explorer_payload,
     web_asset,
 )
@@ -27,4 +29,5 @@ from captioner.demo.model_info import ModelInfo
 __all__ = ["BEAM_SIZES", "DEFAULT_BEAM", "DEFAULT_MAX_LEN", "DISPLAY_MAX", "DISPLAY_MIN",
            "EMPTY_CAPTION", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "Look",
            "ModelInfo", "Result", "View", "api_payload", "check_int", "describe_score",
-           "display_copy", "display_size", "explorer_payload", "load_input", "web_asset"]
+           "display_copy", "display_size", "example_thumbnails", "explorer_payload",
+           "load_input", "web_asset"]

@@ -22,29 +22,36 @@ from PIL import Image
 
 from captioner import lab
 from captioner.decoding import Caption, Guide, caption_images, point_map
-from captioner.demo.inputs import ClientFiles, check_int, load_input
+from captioner.demo.inputs import ClientFiles, check_int, image_source, load_input
 from captioner.demo.model_info import ModelInfo
 from captioner.familiarity import familiarity, trained_on_scenes
 from captioner.hub import BUNDLED_WEIGHTS, load_model, resolve_model_dir
 from captioner.model import Captioner
+from captioner.vocab import SPECIALS
 
 BEAM_SIZES = (1, 5)  # smallest and largest beam the app offers
 MAX_LEN_RANGE = (3, 40)  # shortest and longest caption limit the app offers
-DEFAULT_BEAM, DEFAULT_MAX_LEN = 3, 20
+# 30 words: the scenes' longest true caption (three objects, two relations) has 27, and a
+# limit must never cut the model's own caption mid-phrase
+DEFAULT_BEAM, DEFAULT_MAX_LEN = 3, 30
 DISPLAY_MAX = 512  # heatmaps are drawn at most this large ...
 DISPLAY_MIN = 320  # ... and small inputs (64 px scenes) are enlarged to at least this
 ATTENTION_DECIMALS = 5  # attention sent to the browser: 1e-5 is far below one colour level
 TOP_K = 5  # alternatives shown for each word
 EMPTY_CAPTION = "(the model ended the caption before writing any word)"
+# words the explorer does not open on: it shows the first word that names something
+FUNCTION_WORDS = frozenset("a an the is are there of and to on in at with above below left "
+                           "right image background plain single".split())
 WEB = Path(__file__).resolve().parent / "web"  # the browser code: explorer.{html,css,js}
 
 ATTENTION_EXPLANATION = """\
 The encoder cuts the image into a {grid}×{grid} grid of cells and describes each cell with a
 feature vector. Before writing each word the decoder computes *soft attention*: one weight per
 cell, all weights summing to 1, and it reads the image through that weighted average. The heatmap
-shows those weights for the selected word, smoothly interpolated between the cell centres (red =
-most weight, blue = little; each map is scaled to its own peak). It is drawn in your browser:
-moving through the words asks the server nothing.
+shows those weights for the selected word, smoothly interpolated between the cell centres: the
+picture stays bright where the word's attention is high and is dimmed where it is low (each map is
+scaled to its own peak), so every object keeps its own colour. It is drawn in your browser: moving
+through the words asks the server nothing.
 
 Attention is where the model *looked* while choosing a word, not a proof of *why* it chose it.
 On a model that learned to point, it lands on the object being named; words such as "a", "is"
@@ -76,6 +83,7 @@ class Result:
     warning: str | None = None  # a scenes model shown something unlike its training data
     lab: dict | None = None  # scene lab: objects' boxes and, per object word, pointing hit
     picture: str | None = None  # a data: URL of the picture, when the page does not show it
+    source: dict | None = None  # what the page may record in a shareable link (never uploads)
 
     @property
     def tokens(self) -> list[str]:
@@ -121,9 +129,9 @@ def questions(result: Result) -> dict:
     """What a visitor can question, as plain JSON: each word's alternatives and gate, every
     beam hypothesis, whether the caption was cut at the maximum length, and how it was steered."""
     caption = result.caption
-    return {
-        "alternatives": [[{"word": w, "prob": round(float(p), 4)} for w, p in ranked]
-                         for ranked in caption.alternatives],
+    return {  # <end> and the like are not words a visitor can pick
+        "alternatives": [[{"word": w, "prob": round(float(p), 4)} for w, p in ranked
+                          if w not in SPECIALS] for ranked in caption.alternatives],
         "gate": [round(float(g), 4) for g in caption.gate],
         "beams": [{"caption": " ".join(tokens), "score": round(float(score), 4)}
                   for tokens, score in caption.beams],
@@ -167,9 +175,32 @@ def explorer_payload(result: Result, cell_centres: np.ndarray) -> dict:
         "width": result.size[0],
         "height": result.size[1],
         **questions(result),
+        "beam_size": result.beam_size,
+        "max_len": result.max_len,
+        "open": first_content_word(result.tokens),
+        "source": result.source,
         "lab": result.lab,
         **({"image": result.picture} if result.picture else {}),
     }
+
+
+def first_content_word(tokens: list[str]) -> int:
+    """The word (1-based) the explorer opens on: the first one that names something."""
+    return next((i + 1 for i, t in enumerate(tokens) if t not in FUNCTION_WORDS), 1)
+
+
+def example_thumbnails(examples: list[str | Path], folder: Path, side: int = 96) -> list[str]:
+    """Small WebP copies (a few KB each) of the example images for the page's example gallery:
+    the first page load stays light, and the full files stay on the server."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, path in enumerate(examples):
+        with Image.open(path) as image:
+            small = image.convert("RGB")
+        small.thumbnail((side, side))
+        paths.append(str(folder / f"example-{n}.webp"))
+        small.save(paths[-1], quality=80)
+    return paths
 
 
 def png_data_url(image: Image.Image) -> str:
@@ -187,7 +218,8 @@ def web_asset(name: str) -> str:
 def describe_score(result: Result) -> str:
     """Under the caption: a warning when the image is unlike a scenes model's training data,
     then score, decoding settings, time taken, and whether the caption was cut short."""
-    warning = f"**⚠ {result.warning}**\n\n" if result.warning else ""
+    # the warning itself is the explorer's alert, above the picture
+    warning = "**⚠ caption not meaningful: see the warning** · " if result.warning else ""
     if not result.tokens:
         return warning + f"beam {result.beam_size} · {result.seconds * 1000:.0f} ms"
     cut = (f" · **cut at the maximum length ({result.max_len} words)**"
@@ -218,18 +250,22 @@ def lab_payload(scene: lab.LabScene) -> dict:
 
 
 def truth_markdown(scene: lab.LabScene) -> str:
-    """The scene lab's ground truth beside the model's caption, marked right or wrong."""
+    """The scene lab's verdict beside the model's caption, in words (no emoji: not every
+    visitor's system draws them), short enough to leave the picture on the first screen."""
     objects = "; ".join(f"{o['size']} {o['color']} {o['shape']}" for o in scene.objects)
-    verdict = "✅ right" if scene.objects_correct else "❌ wrong"
-    lines = [f"**Ground truth:** {objects}.", "",
-             f"**Caption content:** {verdict} (every object's size, colour and shape)."]
+    verdict = "right" if scene.objects_correct else "wrong"
+    if scene.caption.truncated:
+        verdict = "wrong: the caption was cut at the maximum length"
+    lines = [f"**Ground truth:** {objects}. **Caption content: {verdict}** (every object's size, "
+             "colour and shape)."]
     if scene.relations_correct is not None:
-        lines.append(f" Relation: {'✅ right' if scene.relations_correct else '❌ wrong'}.")
+        lines[0] += f" Relation: **{'right' if scene.relations_correct else 'wrong'}**."
     if scene.words:
-        hits = ", ".join(f"“{w['word']}” {'✅' if w['hit'] else '❌'}" for w in scene.words)
-        lines += ["", f"**Attention peak inside the named object's box:** {hits}"]
-    lines += ["", "**True captions:** " + " · ".join(f"“{r}”" for r in scene.references)]
-    return "\n".join(lines)
+        hits = ", ".join(f"“{w['word']}” {'hit' if w['hit'] else 'miss'}" for w in scene.words)
+        lines.append(f"**Attention peak inside the named object's box:** {hits}.")
+    captions = " · ".join(f"“{r}”" for r in scene.references)
+    lines.append(f"<details><summary>The five true captions</summary>{captions}</details>")
+    return "\n\n".join(lines)
 
 
 @dataclass
@@ -249,6 +285,7 @@ class Demo:
         self.info = info
         self.cell_centres = model.encoder.cell_centres()
         self.files = files or ClientFiles()
+        self.example_digests: dict[str, int] = {}  # sha256 of an example's bytes -> its number
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | None = "auto") -> Demo:
@@ -264,6 +301,24 @@ class Demo:
     def allow_files(self, paths: list[str | Path]) -> None:
         """Files the app ships (its examples) that clients may name, beside gradio's uploads."""
         self.files = ClientFiles([*self.files.shipped, *paths])
+
+    def use_examples(self, paths: list[str | Path]) -> None:
+        """The app's examples: clients may name them, and a picture with the same bytes as
+        example n can be shared by link as that example (`source_of`)."""
+        self.allow_files(paths)
+        self.example_digests = {hashlib.sha256(Path(p).read_bytes()).hexdigest(): n
+                                for n, p in enumerate(paths)}
+
+    def source_of(self, payload) -> dict:
+        """What a client's picture is, for the page's shareable link: {"example": n} when it
+        has the bytes of example n, else {"upload": True} (uploads are never shared). Only
+        files the client may name are read."""
+        source, _ = image_source(payload)
+        if isinstance(source, str | Path) and self.files.allowed(source):
+            digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+            if digest in self.example_digests:
+                return {"example": self.example_digests[digest]}
+        return {"upload": True}
 
     # --- captioning ---
 
@@ -303,9 +358,11 @@ class Demo:
         return api_payload(result, self.cell_centres)
 
     def view(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN, prefix: str = "",
-             look: Look | None = None) -> View:
-        """Caption a client's image and prepare everything the page shows (no files written)."""
+             look: Look | None = None, source: dict | None = None) -> View:
+        """Caption a client's image and prepare everything the page shows (no files written).
+        `source` says what the picture is, for the page's shareable link."""
         result = self.caption(self.files.open(payload), beam_size, max_len, prefix, look)
+        result.source = source
         return self._view(result)
 
     def _view(self, result: Result) -> View:
@@ -326,33 +383,42 @@ class Demo:
         """Trained on generated scenes: the app then offers the scene lab."""
         return trained_on_scenes(self.model)
 
-    def lab_view(self, scene: lab.LabScene, beam_size: int,
-                 seconds: float) -> tuple[Image.Image, View, str]:
+    def lab_view(self, scene: lab.LabScene, beam_size: int, max_len: int, seconds: float,
+                 source: dict | None = None) -> tuple[Image.Image, View, str]:
         """A lab scene as the page shows it: the picture (enlarged by whole pixels, so that
         the model sees the same scene when asked about it again), the explorer view with the
         objects' boxes, and the ground truth."""
         factor = -(-DISPLAY_MIN // max(scene.image.size))
         picture = scene.image.resize((scene.image.width * factor, scene.image.height * factor),
                                      Image.Resampling.NEAREST)
-        result = Result(scene.caption, display_size(*picture.size), beam_size, DEFAULT_MAX_LEN,
-                        seconds, lab=lab_payload(scene), picture=png_data_url(picture))
+        result = Result(scene.caption, display_size(*picture.size), beam_size, max_len,
+                        seconds, lab=lab_payload(scene), picture=png_data_url(picture),
+                        source=source)
         return picture, self._view(result), truth_markdown(scene)
 
-    def new_scene(self, seed, beam_size=1) -> tuple[Image.Image, View, str]:
+    def new_scene(self, seed, beam_size=1,
+                  max_len=DEFAULT_MAX_LEN) -> tuple[Image.Image, View, str]:
         """Lab scene number `seed`, from a seed range never used for training or evaluation."""
         seed = check_int("scene number", seed, 0, 10**9)
         beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
+        max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
         start = time.perf_counter()
-        scene = lab.new_scene(self.model, seed, beam_size=beam_size, top_k=TOP_K)
-        return self.lab_view(scene, beam_size, time.perf_counter() - start)
+        scene = lab.new_scene(self.model, seed, beam_size=beam_size, top_k=TOP_K,
+                              max_len=max_len)
+        return self.lab_view(scene, beam_size, max_len, time.perf_counter() - start,
+                             source={"scene": seed})
 
-    def compose(self, specs: list[dict], beam_size=1) -> tuple[Image.Image, View, str]:
+    def compose(self, specs: list[dict], beam_size=1,
+                max_len=DEFAULT_MAX_LEN) -> tuple[Image.Image, View, str]:
         """A scene of the visitor's objects (shape, color, size, position); bad specs raise
         ValueError naming the problem."""
         beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
+        max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
         start = time.perf_counter()
-        scene = lab.compose(self.model, specs, beam_size=beam_size, top_k=TOP_K)
-        return self.lab_view(scene, beam_size, time.perf_counter() - start)
+        scene = lab.compose(self.model, specs, beam_size=beam_size, top_k=TOP_K,
+                            max_len=max_len)
+        return self.lab_view(scene, beam_size, max_len, time.perf_counter() - start,
+                             source={"compose": [dict(spec) for spec in specs]})
 
     @property
     def fingerprint(self) -> str:

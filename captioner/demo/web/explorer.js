@@ -17,8 +17,12 @@
  *
  * The maths is the same as captioner/visualize.py `attention_overlay`: bilinear interpolation
  * between the true cell centres (constant beyond the outermost ones), the map scaled to its own
- * peak, the colour map's 256-entry table sent by the server, and the colour blended over the image
- * with weight FLOOR + ALPHA * sqrt(heat). A test compares these pixels with the server's.
+ * peak, and the picture dimmed where the heat is low: each pixel times the brightness level
+ * FLOOR + (1 - FLOOR) * sqrt(heat) (never tinted, so every object keeps its own colour). A test
+ * compares these pixels with the server's.
+ *
+ * The page address records the view (example or lab scene, settings, forced words, look-here
+ * point, selected word): app.py's `restore` rebuilds it from a shared link.
  */
 (function (global) {
   "use strict";
@@ -68,15 +72,15 @@
     return heat;
   }
 
-  /** Blend the heat's colours over the image's RGBA pixels into `out` (an ImageData's data). */
-  function blend(pixels, heat, table, alpha, floor, out) {
+  /** Dim the image's RGBA pixels by the heat into `out` (an ImageData's data): each channel
+   * times the same brightness level (visualize.py `overlay_weight`), so hues are kept. */
+  function blend(pixels, heat, floor, out) {
     for (let i = 0, p = 0; i < heat.length; i++, p += 4) {
-      const h = heat[i];
-      const colour = table[Math.min(255, Math.floor(h * 255))];
-      const mask = Math.min(255, Math.floor(Math.sqrt(h) * alpha * 255 + floor * 255 + 0.5)) / 255;
-      out[p] = pixels[p] + Math.round((colour[0] - pixels[p]) * mask);
-      out[p + 1] = pixels[p + 1] + Math.round((colour[1] - pixels[p + 1]) * mask);
-      out[p + 2] = pixels[p + 2] + Math.round((colour[2] - pixels[p + 2]) * mask);
+      const level = Math.min(255, Math.floor(Math.sqrt(heat[i]) * (1 - floor) * 255
+                                             + floor * 255 + 0.5)) / 255;
+      out[p] = Math.round(pixels[p] * level);
+      out[p + 1] = Math.round(pixels[p + 1] * level);
+      out[p + 2] = Math.round(pixels[p + 2] * level);
       out[p + 3] = 255;
     }
     return out;
@@ -85,6 +89,7 @@
   // ---- the component ----
 
   const THUMB = 112;  // gallery thumbnails: longer side in CSS pixels
+  const EMPTY = "Click an example or upload a picture to see where the model looks for each word.";
 
   function mount(element, props, watch, trigger) {
     let data = null;      // the server's payload for the caption shown
@@ -95,6 +100,8 @@
     let looking = false;  // "look here" armed: the next click on the heatmap is a point
     let loads = 0;        // captions received so far: a late image load must not win
     let painted = 0;      // paints so far (tests and benchmarks read #heatmap's data-painted)
+    let pending = null;   // the word the visitor changed: shown again when the answer comes
+    let source = null;    // what the shown picture is, for the page address (null: an upload)
 
     const $ = (selector) => element.querySelector(selector);
 
@@ -111,7 +118,7 @@
     function overlay(word, width, height, base) {
       const out = new ImageData(width, height);
       const heat = heatmap(data.attention[word - 1], data.grid, width, height, data.centres);
-      blend(base, heat, props.colormap, props.alpha, props.floor, out.data);
+      blend(base, heat, props.floor, out.data);
       return out;
     }
 
@@ -132,6 +139,7 @@
         node.classList.toggle("cx-current", on);
         node.setAttribute("aria-selected", on ? "true" : "false");
       });
+      share();
       painted += 1;  // stamped on #heatmap for tests and benchmarks
       const stamp = $("#heatmap").dataset;
       stamp.word = String(current);
@@ -145,13 +153,23 @@
     function drawMarks(ctx) {
       const w = data.width, h = data.height;
       const named = (data.lab?.words || []).find((x) => x.index === current - 1);
-      if (named) {
+      if (named) {  // white on black: stands out on every scene colour; a miss is dashed
         const [x0, y0, x1, y1] = data.lab.objects[named.object].box;
-        ctx.lineWidth = Math.max(2, w / 160);
-        ctx.strokeStyle = named.hit ? "#16a34a" : "#dc2626";
-        ctx.setLineDash(named.hit ? [] : [6, 4]);
-        ctx.strokeRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+        const line = Math.max(2, w / 160);
+        ctx.setLineDash(named.hit ? [] : [3 * line, 2 * line]);
+        for (const [colour, width] of [["black", 3 * line], ["white", line]]) {
+          ctx.lineWidth = width; ctx.strokeStyle = colour;
+          ctx.strokeRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+        }
         ctx.setLineDash([]);
+        const label = named.hit ? "hit: peak inside" : "miss: peak outside";
+        ctx.font = "600 " + Math.round(w / 26) + "px sans-serif";
+        const tw = ctx.measureText(label).width + 8, th = Math.round(w / 20);
+        const lx = Math.min(Math.max(0, x0 * w), w - tw);
+        const ly = y0 * h > th + 2 ? y0 * h - th - 2 : Math.min(h - th, y1 * h + 2);
+        ctx.fillStyle = "black"; ctx.fillRect(lx, ly, tw, th);
+        ctx.fillStyle = "white"; ctx.textBaseline = "middle";
+        ctx.fillText(label, lx + 4, ly + th / 2);
       }
       if (data.look && data.look.word === current) {
         const x = data.look.x * w, y = data.look.y * h, r = Math.max(6, w / 40);
@@ -170,22 +188,31 @@
       if (!options.length) { box.replaceChildren(); box.hidden = true; return; }
       const title = document.createElement("span");
       title.className = "cx-alt-title";
-      title.textContent = "Word " + current + " could have been:";
+      title.textContent = "Word " + current + " could have been (click to make the model "
+        + "go on from there):";
       box.replaceChildren(title, ...options.map((option) => {
         const b = document.createElement("button");
         b.type = "button"; b.className = "cx-alt";
         b.dataset.alt = option.word;
         b.classList.toggle("cx-chosen", option.word === data.tokens[current - 1]);
-        b.textContent = option.word + " " + (100 * option.prob).toFixed(option.prob < 0.1 ? 1 : 0) + "%";
+        b.textContent = option.word + " " + percent(option.prob);
         b.title = "probability " + option.prob.toFixed(4);
         return b;
       }));
       box.hidden = false;
     }
 
-    /** Ask the server for a new caption (a gradio event this component triggers). */
+    /** A probability as the alternatives show it ("< 0.1 %" rather than "0.0 %"). */
+    function percent(p) {
+      if (p < 0.001) return "< 0.1 %";
+      return (100 * p).toFixed(p < 0.1 ? 1 : 0) + " %";
+    }
+
+    /** Ask the server for a new caption (a gradio event this component triggers); its answer
+     * opens on the word the visitor changed. */
     function ask(event, details, message) {
       $(".cx-status").textContent = message;
+      pending = current;
       looking = false;
       element.classList.remove("cx-looking");
       trigger(event, details);
@@ -210,6 +237,8 @@
       $("#words").replaceChildren();
       $("#alternatives").replaceChildren();
       $("#beams").replaceChildren();
+      $("#beams").hidden = true;
+      $(".cx-beams-title").hidden = true;
       $(".cx-reset").hidden = true;
       $(".cx-status").textContent = "";
       $("#gallery").replaceChildren();
@@ -221,6 +250,45 @@
       $(".cx-empty").textContent = message;
       $(".cx-download").disabled = true;
       $(".cx-look").disabled = true;
+      $(".cx-share").disabled = true;
+      warn(null);
+    }
+
+    /** The warning for an image unlike the model's training data: an alert above the picture,
+     * and the caption itself shown faded (page CSS: #caption.cx-unsure). */
+    function warn(message) {
+      const alert = $("#cx-alert");
+      alert.textContent = message ? "\u26a0 " + message : "";
+      alert.hidden = !message;
+      document.getElementById("caption")?.classList.toggle("cx-unsure", Boolean(message));
+    }
+
+    /** Record the view in the page address (history.replaceState: no reload, no request), so
+     * that the link restores it; uploads cannot be shared. */
+    function share() {
+      const button = $(".cx-share");
+      if (!source || !data) {
+        button.disabled = true;
+        button.textContent = data ? "No link for uploads" : "Copy link";
+        button.title = "an uploaded picture cannot be shared by link (it stays on the server "
+          + "only for a while); examples and scene-lab scenes can";
+        if (global.location.search) global.history.replaceState(null, "", global.location.pathname);
+        return;
+      }
+      const q = new URLSearchParams();
+      if (source.example !== undefined) q.set("example", String(source.example));
+      if (source.scene !== undefined) q.set("scene", String(source.scene));
+      if (source.compose) q.set("compose", source.compose.map((o) => [o.shape, o.color, o.size,
+        o.position[0], o.position[1]].join("-")).join("_"));
+      q.set("beam", String(data.beam_size));
+      q.set("len", String(data.max_len));
+      if (data.forced) q.set("prefix", data.tokens.slice(0, data.forced).join(" "));
+      if (data.look) q.set("look", [data.look.word, data.look.x.toFixed(3), data.look.y.toFixed(3)].join(","));
+      q.set("word", String(current));
+      global.history.replaceState(null, "", global.location.pathname + "?" + q.toString());
+      button.disabled = false;
+      button.textContent = "Copy link";
+      button.title = "copy a link that opens this caption at this word";
     }
 
     /** A new caption from the server: build the words, slider and gallery, then paint word 1. */
@@ -229,12 +297,32 @@
       let value = props.value;
       // cached example outputs come back from gradio as the JSON text of the same payload
       if (typeof value === "string" && value.startsWith("{")) value = JSON.parse(value);
-      data = null; pixels = null; cache = []; current = 1;
-      if (!value || typeof value !== "object" || !Array.isArray(value.tokens)) {
-        clear("Caption an image to see where the model looks for each word.");
+      if (value && typeof value === "object" && value.error && value.keep && data) {
+        // a question the server could not answer: the caption shown is still right
+        $(".cx-status").textContent = "\u26a0 " + value.error;
+        pending = null;
         return;
       }
-      if (!value.tokens.length) { clear("The caption has no words, so there is no attention."); return; }
+      data = null; pixels = null; cache = []; current = 1;
+      const open = pending;
+      pending = null;
+      if (value && typeof value === "object" && value.error) {  // nothing shown is valid now
+        source = null; share();
+        clear("\u26a0 " + value.error);
+        return;
+      }
+      if (!value || typeof value !== "object" || !Array.isArray(value.tokens)) {
+        clear(EMPTY);
+        return;
+      }
+      // a new picture says what it is; a question about the same picture keeps it
+      if (value.source) source = value.source.upload ? null : value.source;
+      warn(value.warning);
+      if (!value.tokens.length) {
+        clear("The caption has no words, so there is no attention.");
+        warn(value.warning);
+        return;
+      }
       const ticket = loads;
       const words = $("#words");
       words.replaceChildren(...value.tokens.map((t, i) => {
@@ -260,6 +348,7 @@
         return li;
       }));
       $("#beams").hidden = beams.length < 2;
+      $(".cx-beams-title").hidden = beams.length < 2;
       $(".cx-reset").hidden = !value.steered;
       $(".cx-status").textContent = "";
       const scale = THUMB / Math.max(value.width, value.height);
@@ -290,8 +379,11 @@
         $(".cx-empty").hidden = true;
         $(".cx-download").disabled = false;
         $(".cx-look").disabled = false;
-        select(1);
+        $(".cx-share").disabled = !source;
+        select(open || value.word || value.open || 1);
         drawGallery(value);
+        // a scene-lab answer on a phone: the lab's button is far below, the caption is not
+        if (value.lab && global.innerWidth < 640) document.getElementById("caption")?.scrollIntoView();
       });
     }
 
@@ -321,7 +413,7 @@
       const columns = 5, side = 224, labelH = 30, pad = 8;
       const panels = data.tokens.length + 1;
       const rows = Math.ceil(panels / columns);
-      const titleH = 44;
+      const titleH = data.warning ? 80 : 44;
       const grid = document.createElement("canvas");
       grid.width = columns * (side + pad) + pad;
       grid.height = titleH + rows * (side + labelH + pad) + pad;
@@ -330,6 +422,11 @@
       ctx.fillStyle = "black"; ctx.textAlign = "center"; ctx.textBaseline = "top";
       ctx.font = "20px sans-serif";
       ctx.fillText(data.caption, grid.width / 2, 12, grid.width - 2 * pad);
+      if (data.warning) {  // the honesty warning travels with the picture
+        ctx.fillStyle = "#b45309"; ctx.font = "15px sans-serif";
+        ctx.fillText("\u26a0 " + data.warning, grid.width / 2, 44, grid.width - 2 * pad);
+        ctx.fillStyle = "black";
+      }
       const scale = side / Math.max(data.width, data.height);
       const w = Math.round(data.width * scale), h = Math.round(data.height * scale);
       const source = document.createElement("canvas");
@@ -361,6 +458,11 @@
       const word = event.target.closest("[data-word]");
       if (word && element.contains(word)) select(Number(word.dataset.word));
       if (event.target.closest(".cx-download")) downloadGrid();
+      if (event.target.closest(".cx-share")) {
+        global.navigator.clipboard?.writeText(global.location.href).then(
+          () => { $(".cx-status").textContent = "link copied: it opens this caption at this word"; },
+          () => { $(".cx-status").textContent = "copy the page address to share this view"; });
+      }
       if (!data) return;
       const alt = event.target.closest("[data-alt]");
       if (alt && alt.dataset.alt !== data.tokens[current - 1]) {
@@ -387,7 +489,7 @@
       const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[event.key];
       if (!step) return;
       event.preventDefault();
-      select(current + step);
+      select(Number(event.target.closest("[data-word]").dataset.word) + step);  // from the focused one
       const focus = event.target.closest("#gallery") ? "#gallery" : "#words";
       element.querySelector(focus + ' [data-word="' + current + '"]')?.focus();
     });
