@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from captioner.demo import (
     Look,
     web_asset,
 )
+from captioner.demo.inputs import short_repr
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
 from captioner.preprocess import ImageError
 from captioner.scenes import COLORS, SHAPES, SIZES
@@ -130,7 +132,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
 
     def api_look_here(image, word, x, y, beam_size, max_len) -> dict:
         with user_errors():
-            return model.api(image, beam_size, max_len, look=Look(int(word), float(x), float(y)))
+            return model.api(image, beam_size, max_len, look=Look(word, x, y))
 
     def new_scene(seed, beam_size):
         with user_errors():
@@ -231,7 +233,10 @@ def user_errors():
     try:
         yield
     except (ImageError, ValueError) as e:
-        raise gr.Error(str(e), title="Cannot caption this image") from None
+        # one line in the server log (a visitor's mistake is not the server's failure)
+        print(f"captioner app: refused a request: {' '.join(str(e).split())}", file=sys.stderr)
+        raise gr.Error(str(e), title="Cannot caption this image",
+                       print_exception=False) from None
 
 
 def event_field(evt: gr.EventData, name: str, kind: type):
@@ -243,7 +248,7 @@ def event_field(evt: gr.EventData, name: str, kind: type):
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"the page sent a bad '{name}': {value!r}") from None
+        raise ValueError(f"the page sent a bad '{name}': {short_repr(value)}") from None
 
 
 @dataclass
@@ -335,11 +340,34 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def port_taken(host: str | None, port: int | None) -> bool:
+    """Whether another program already listens on the asked --server-port (checked before
+    the model loads; gradio's own message would say to edit launch())."""
+    if port is None:
+        return False
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind((host or "127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    busy = (f"captioner app: port {args.server_port} is already in use: pass another "
+            "--server-port, or stop the program using it.")
+    if port_taken(args.server_name, args.server_port):
+        raise SystemExit(busy)
     app = build_app(load_or_exit(weights_source(args.weights), args.device))
-    launch(app, share=args.share, server_name=args.server_name, server_port=args.server_port,
-           mcp_server=args.mcp)
+    try:
+        launch(app, share=args.share, server_name=args.server_name,
+               server_port=args.server_port, mcp_server=args.mcp)
+    except OSError as e:  # taken between the check and the launch
+        if args.server_port is None or "port" not in str(e):
+            raise
+        raise SystemExit(busy) from None
 
 
 if __name__ == "__main__":
