@@ -222,9 +222,10 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
 
 
 API_RESULT = (" Returns JSON: caption, tokens, score (mean log-probability per token), "
-              "attention (one grid x grid map per token), cell_centres, alternatives (per "
-              "token, the top words with their probabilities), gate (per token, 0-1), beams "
-              "(every finished hypothesis with its score), truncated, forced, look, warning.")
+              "attention (one grid x grid map per token), cell_centres, beam_size, max_len, "
+              "alternatives (per token, the top words with their probabilities), gate (per "
+              "token, 0-1), beams (every finished hypothesis with its score), truncated, forced, "
+              "look, steered, warning (see docs/api.md).")
 
 
 @contextlib.contextmanager

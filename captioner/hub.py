@@ -264,8 +264,9 @@ print(caption.text, caption.attention.shape)  # (words, grid, grid)
 
 SCENES_DESCRIPTION = (
     "**Procedurally generated scenes** (`captioner.scenes`): 1–3 shapes (circle, square, "
-    "triangle) in several colours and two sizes on varied backgrounds, each image with 5 "
-    "templated captions that include spatial relations. It is *not* a photo dataset.")
+    "triangle) in several colours and two sizes on plain, muted backgrounds whose tone "
+    "varies from scene to scene, each image with 5 templated captions that include spatial "
+    "relations. It is *not* a photo dataset.")
 SCENES_LIMITS = (
     "A demonstration model: it describes generated scenes of simple shapes and nothing else. "
     "On real photos its captions are meaningless. Use it to see how attention moves from object "

@@ -251,3 +251,95 @@ def test_look_here_past_the_end_of_the_caption_is_refused():
     refused(result, f"{SCENE}: --look-here word 19: the caption ended after",
             "the point was not used")
     assert result.stdout == ""
+
+
+# --- the web app: its command line, its API and its server log ---
+
+def test_app_on_a_busy_port_says_server_port_before_loading_anything(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # the weights do not exist either: the port is refused before any model is read
+        result = run([ROOT / "app.py", "--server-port", port, "--weights", tmp_path / "none"],
+                     tmp_path, timeout=180)
+    err = refused(result, f"port {port} is already in use", "--server-port")
+    assert len(err.splitlines()) == 1 and "launch()" not in err and "weights" not in err
+
+
+@pytest.mark.slow
+def test_visitor_mistakes_are_clear_messages_and_one_log_line(tmp_path, saved_model_dir):
+    """The real app as a server; an API client sends what a careless script would."""
+    import gradio_client
+    from PIL import Image
+
+    picture = tmp_path / "upload.png"
+    Image.new("RGB", (48, 40), (30, 90, 200)).save(picture)
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, ROOT / "app.py", "--weights", saved_model_dir, "--server-port",
+             str(port)], cwd=tmp_path, env=command_env(PYTHONUNBUFFERED="1"), stdout=out,
+            stderr=subprocess.STDOUT)
+    try:
+        wait_for_line(log, "Running on", server, timeout=300)
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        upload = gradio_client.handle_file(str(picture))
+
+        def message(*args, api_name):
+            with pytest.raises(gradio_client.exceptions.AppError) as error:
+                client.predict(upload, *args, api_name=api_name)
+            return str(error.value)
+
+        look = "/look_here"
+        assert "look-here word must be a whole number from 1 to 8, got 2.5" in message(
+            2.5, 0.5, 0.5, 1, 8, api_name=look)  # not silently word 2
+        assert "look-here word must be a whole number from 1 to 8, got None" in message(
+            None, 0.5, 0.5, 1, 8, api_name=look)
+        assert "look-here x must be inside the image" in message(1, "left", 0.5, 1, 8,
+                                                                  api_name=look)
+        assert "look-here y must be inside the image" in message(1, 0.5, None, 1, 8,
+                                                                  api_name=look)
+        assert "beam size must be a whole number from 1 to 5, got 2.5" in message(
+            "a", 2.5, 8, api_name="/caption_from")
+        assert "<end> is one of the model's special tokens" in message(
+            "a <end>", 1, 8, api_name="/caption_from")
+        long = message("x" * 5000, 1, 8, api_name="/caption_from")
+        assert "not in the model's vocabulary" in long and len(long) < 300
+        # still serving, and every refusal above is one line in the log, with no traceback
+        assert client.predict(upload, 1, 4, api_name="/caption")["tokens"]
+    finally:
+        server.terminate()
+        server.wait(60)
+    text = log.read_text()
+    assert "Traceback" not in text
+    refusals = [line for line in text.splitlines() if "refused a request" in line]
+    assert len(refusals) == 7 and all(len(line) < 300 for line in refusals), refusals
+
+
+# --- what the documentation promises ---
+
+def test_readme_stays_short_and_the_api_keys_are_all_documented(tiny_model):
+    """README.md is read by newcomers (and is the Space card): at most 300 lines. The app's
+    API description and docs/api.md name every key the endpoints return, no more, no less."""
+    from PIL import Image
+
+    from captioner.demo import Demo, ModelInfo, api_payload
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert "<!-- test-command -->" in readme and "<!-- /test-command -->" in readme
+    demo = Demo(tiny_model, ModelInfo.read("tiny", ROOT, tiny_model))
+    image = Image.new("RGB", (32, 32), (10, 200, 30))
+    keys = set(api_payload(demo.caption(image, 2, 5), demo.cell_centres))
+    documented = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", (ROOT / "docs/api.md")
+                                .read_text(), re.M))
+    assert {k for pair in documented for k in pair if k} == keys
+    import app
+
+    listed = app.API_RESULT.split("Returns JSON: ")[1].rstrip(".")
+    named = {name.strip() for name in re.sub(r"\([^)]*\)", "", listed).split(",")}
+    assert named == keys, named ^ keys
