@@ -42,8 +42,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=at_least(1), default=BATCH_SIZE,
                         help=f"images captioned together (default: {BATCH_SIZE})")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
-                        help="int8 decoder, CPU only; README gives what it costs in accuracy "
-                             "(default: none, fp32)")
+                        help="int8 decoder, CPU only; docs/questioning.md gives what it costs "
+                             "in accuracy (default: none, fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

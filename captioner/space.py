@@ -106,11 +106,13 @@ def deploy(space_id: str, weights: str, *, dataset: str | None = None,
         raise SystemExit(f"--weights {weights}: no such model folder, and not a Hub repo id")
     files = space_files(weights_dir)
     api = hub_client("deploy-space")
-    with hub_calls():  # no network: one line, before anything is changed
+    with hub_calls():  # no network, at any step: one line, not an HTTP traceback
         return _deploy(api, space_id, weights, weights_dir, files, dataset, hardware, private)
 
 
 def _deploy(api, space_id, weights, weights_dir, files, dataset, hardware, private) -> str:
+    """`deploy`'s Hub calls: read the model's dataset, create the Space, set its variable,
+    commit the files, ask for hardware."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     try:

@@ -107,7 +107,7 @@ class TrainConfig:
 
 
 HELP = {
-    "dataset": "Hub dataset id, local folder or file (see the README's Datasets), or 'scenes'",
+    "dataset": "Hub dataset id, local folder or file (see docs/datasets.md), or 'scenes'",
     "image_column": "column holding the images or their file paths (default: 'image', or the "
                     "only image column)",
     "caption_column": "column of captions (strings, or lists of strings) or a pattern such as "
