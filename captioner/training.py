@@ -203,8 +203,8 @@ def parse_args(argv=None) -> TrainConfig:
 # Numbers that must be at least 1 (the others: at least 0).
 MINIMUM = {name: 1 for name in (
     "encoder_stage", "grid", "image_size", "embed_dim", "attention_dim", "hidden_dim",
-    "min_word_freq", "max_caption_len", "max_eval_images", "num_scenes", "epochs",
-    "batch_size", "gradient_accumulation_steps", "beam_size", "max_len")}
+    "min_word_freq", "max_caption_len", "max_eval_images", "num_scenes", "batch_size",
+    "gradient_accumulation_steps", "beam_size", "max_len")}
 
 
 def config_problem(cfg: TrainConfig) -> str | None:

@@ -352,7 +352,7 @@ def test_non_empty_output_dir_needs_overwrite_or_resume(tmp_path):
     (out / "notes.txt").write_text("an earlier run")
     with pytest.raises(SystemExit, match="--overwrite"):
         main(["--dataset", "scenes", "--output-dir", str(out), "--data-dir", str(tmp_path),
-              "--num-scenes", "8", "--num-eval-scenes", "2", "--epochs", "1", *TINY])
+              "--num-scenes", "8", "--num-eval-scenes", "2", "--epochs", "0", *TINY])
     assert (out / "notes.txt").read_text() == "an earlier run"
 
 
