@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import html
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ from captioner.demo import (
     example_thumbnails,
     web_asset,
 )
+from captioner.demo.inputs import short_repr
 from captioner.demo.link import open_link, parse_link
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
 from captioner.preprocess import ImageError
@@ -150,7 +152,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
 
     def api_look_here(image, word, x, y, beam_size, max_len) -> dict:
         with user_errors():
-            return model.api(image, beam_size, max_len, look=Look(int(word), float(x), float(y)))
+            return model.api(image, beam_size, max_len, look=Look(word, x, y))
 
     def new_scene(seed, beam_size, max_len):
         with ui_errors(6, at=3, keep=True, title="Cannot make this scene") as failed:
@@ -270,9 +272,10 @@ def example_folder(model: Demo) -> Path:
 
 
 API_RESULT = (" Returns JSON: caption, tokens, score (mean log-probability per token), "
-              "attention (one grid x grid map per token), cell_centres, alternatives (per "
-              "token, the top words with their probabilities), gate (per token, 0-1), beams "
-              "(every finished hypothesis with its score), truncated, forced, look, warning.")
+              "attention (one grid x grid map per token), cell_centres, beam_size, max_len, "
+              "alternatives (per token, the top words with their probabilities), gate (per "
+              "token, 0-1), beams (every finished hypothesis with its score), truncated, forced, "
+              "look, steered, warning (see docs/api.md).")
 
 
 @contextlib.contextmanager
@@ -281,7 +284,10 @@ def user_errors():
     try:
         yield
     except (ImageError, ValueError) as e:
-        raise gr.Error(str(e), title="Cannot caption this image") from None
+        # one line in the server log (a visitor's mistake is not the server's failure)
+        print(f"captioner app: refused a request: {' '.join(str(e).split())}", file=sys.stderr)
+        raise gr.Error(str(e), title="Cannot caption this image",
+                       print_exception=False) from None
 
 
 class Failure:
@@ -326,7 +332,7 @@ def event_field(evt: gr.EventData, name: str, kind: type):
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"the page sent a bad '{name}': {value!r}") from None
+        raise ValueError(f"the page sent a bad '{name}': {short_repr(value)}") from None
 
 
 # The composer's starting objects: they fit and do not overlap (a test composes them).
@@ -424,11 +430,34 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def port_taken(host: str | None, port: int | None) -> bool:
+    """Whether another program already listens on the asked --server-port (checked before
+    the model loads; gradio's own message would say to edit launch())."""
+    if port is None:
+        return False
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind((host or "127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    busy = (f"captioner app: port {args.server_port} is already in use: pass another "
+            "--server-port, or stop the program using it.")
+    if port_taken(args.server_name, args.server_port):
+        raise SystemExit(busy)
     app = build_app(load_or_exit(weights_source(args.weights), args.device))
-    launch(app, share=args.share, server_name=args.server_name, server_port=args.server_port,
-           mcp_server=args.mcp)
+    try:
+        launch(app, share=args.share, server_name=args.server_name,
+               server_port=args.server_port, mcp_server=args.mcp)
+    except OSError as e:  # taken between the check and the launch
+        if args.server_port is None or "port" not in str(e):
+            raise
+        raise SystemExit(busy) from None
 
 
 if __name__ == "__main__":

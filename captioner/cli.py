@@ -11,13 +11,18 @@ import re
 import sys
 from pathlib import Path
 
+from captioner.cli_checks import Parser, at_least, output_problem
 from captioner.decoding import BATCH_SIZE, Guide, caption_images, point_map, prefix_ids
+from captioner.familiarity import unfamiliar_warning
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, QUANTIZE_CHOICES, load_model
 from captioner.model import WeightsError
 from captioner.preprocess import ImageError, load_image
 from captioner.visualize import save_attention_grid
+from captioner.vocab import tokenize
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what matplotlib writes here
+CAPTION_SUFFIXES = (".jsonl", ".csv")
 PERCENT_METRICS = {"objects_correct", "relations_correct", "relations_stated", "pointing",
                    "pointing_chance", "pointing_strict", "pointing_strict_chance"}
 
@@ -32,37 +37,41 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="branch, tag or commit of a Hub repo (default: main)")
     parser.add_argument("--device", default="auto",
                         help=f"{DEVICE_CHOICES} (default: auto, a GPU when there is one)")
-    parser.add_argument("--max-len", type=int, default=None,
+    parser.add_argument("--max-len", type=at_least(1), default=None,
                         help="longest caption, in words (default: the longest caption of the "
                              "model's scene world, 40 for scenes-v2; else 20)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+    parser.add_argument("--batch-size", type=at_least(1), default=BATCH_SIZE,
                         help=f"images captioned together (default: {BATCH_SIZE})")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
-                        help="int8 decoder, CPU only; README gives what it costs in accuracy "
-                             "(default: none, fp32)")
+                        help="int8 decoder, CPU only; docs/questioning.md gives what it costs "
+                             "in accuracy (default: none, fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m captioner",
+    parser = Parser(prog="python -m captioner",
                                      description="Caption images and show where the model looks.")
     commands = parser.add_subparsers(dest="command", required=True)
     cap = commands.add_parser("caption", help="caption images, or every image in folders")
     cap.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
                      help="image files, or folders (searched recursively for images)")
     add_model_options(cap)
-    cap.add_argument("--beam-size", type=int, default=3, help="beam width; 1: greedy "
+    cap.add_argument("--beam-size", type=at_least(1), default=3, help="beam width; 1: greedy "
                      "(default: 3)")
-    cap.add_argument("--json", action="store_true", help="print one JSON object per image")
+    cap.add_argument("--json", action="store_true",
+                     help="print one JSON object per image (with a 'warning' when the model "
+                          "was not trained on images like it)")
     cap.add_argument("--output", type=Path, metavar="FILE.jsonl|FILE.csv",
-                     help="also write the captions to this JSON-lines or CSV file")
+                     help="also write the captions to this JSON-lines or CSV file (its folder "
+                          "is created)")
     cap.add_argument("--attention-grid", type=Path, metavar="OUT.png",
-                     help="save the image and every word's attention; with several images, "
-                          "OUT-<image name>.png for each (OUT-<folder>-<name>.png when names "
-                          "repeat)")
-    cap.add_argument("--top-k", type=int, default=0, metavar="K",
-                     help="with --json: for every word, the K most likely words at that step "
-                          "('alternatives', [{word, prob}]) and its gate (0-1: how much of "
-                          "the attended image it used) (default: 0, none)")
+                     help="save the image and every word's attention (.png, .jpg, .pdf or "
+                          ".svg); with several images, OUT-<image name>.png for each; where "
+                          "names repeat, the path below the images' common folder with / and . "
+                          "as - (a/cat.jpg, b/cat.jpg: OUT-a-cat-jpg.png, OUT-b-cat-jpg.png)")
+    cap.add_argument("--top-k", type=at_least(0), default=0, metavar="K",
+                     help="for every word, the K most likely words at that step and its gate "
+                          "(0-1: how much of the attended image it used); --json: "
+                          "'alternatives' [{word, prob}] and 'gate' (default: 0, none)")
     cap.add_argument("--prefix", default="", metavar='"WORDS"',
                      help='force the caption to start with these words, e.g. "a small blue" '
                           "(default: none)")
@@ -87,18 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     for column in ("image", "caption", "split"):
         ev.add_argument(f"--{column}-column", default=None,
                         help=f"the dataset's {column} column, as for train_space.py")
-    ev.add_argument("--num-scenes", type=int, default=1000,
+    ev.add_argument("--num-scenes", type=at_least(1), default=1000,
                     help="test scenes generated (default: 1000)")
-    ev.add_argument("--seed", type=int, default=2026,
+    ev.add_argument("--seed", type=at_least(0), default=2026,
                     help="scenes seed; the bundled weights were trained on seed 0 "
                          "(default: 2026)")
     ev.add_argument("--data-dir", type=Path, default=Path("data"),
                     help="where scenes are generated, relative to the working directory "
                          "(default: data)")
-    ev.add_argument("--beam-size", type=int, nargs="+", default=[1, 3],
+    ev.add_argument("--beam-size", type=at_least(1), nargs="+", default=[1, 3],
                     help="one or more beam widths (default: 1 3)")
     ev.add_argument("--output", type=Path, metavar="METRICS.json",
-                    help="also write every figure to this JSON file")
+                    help="also write every figure to this JSON file (its folder is created)")
+
+    push = commands.add_parser(
+        "push", help="upload a trained model folder to the Hugging Face Hub",
+        description="Upload a model folder written by train_space.py (weights, config, card, "
+                    "figures; not the checkpoint) to a Hub model repo, created if needed. The "
+                    "token comes from HF_TOKEN or `hf auth login` and is never printed or saved.")
+    push.add_argument("model_dir", type=Path, metavar="MODEL_DIR",
+                      help="the run's --output-dir (holds model.safetensors and config.json)")
+    push.add_argument("repo_id", metavar="OWNER/NAME", help="the Hub model repo to upload to")
 
     from captioner.space import add_deploy_parser
 
@@ -106,18 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_decoding_args(args) -> str | None:
-    """The same checks for `caption` and `evaluate`: a message, or None when all is well."""
-    beams = args.beam_size if isinstance(args.beam_size, list) else [args.beam_size]
-    if min(beams) < 1 or (args.max_len is not None and args.max_len < 1) or args.batch_size < 1:
-        return "--beam-size, --max-len and --batch-size must be at least 1"
-    return None
+def push_command(args) -> int:
+    from captioner.hub import check_push_target, push_folder, read_config
+
+    try:
+        read_config(args.model_dir)  # a model folder, not any folder
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    check_push_target(args.repo_id, "push")
+    print(f"pushed to {push_folder(args.model_dir, args.repo_id)}")
+    return 0
 
 
 def open_model(args, problem: str | None = None):
     """(model, None), or (None, the message): a `problem` already found with the arguments,
-    bad decoding arguments, a bad device, missing or broken weights."""
-    problem = problem or check_decoding_args(args)
+    a bad device, missing or broken weights."""
     if problem:
         return None, problem
     try:
@@ -154,7 +176,7 @@ def evaluate_command(args) -> int:
     from captioner.evaluation import compositional_metrics, evaluate_split
     from captioner.scenes import get_world, is_world, world_of
 
-    model, error = open_model(args)
+    model, error = open_model(args, output_problem(args.output, "--output", (".json",)))
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -255,11 +277,13 @@ def grid_names(out: Path, inputs: list[Path]) -> dict[Path, Path]:
     return {p: out.with_name(f"{out.stem}-{stem}{suffix}") for p, stem in zip(inputs, stems)}
 
 
-def caption_record(path: Path, caption, top_k: int = 0) -> dict:
-    """One --json line: the caption, and with --top-k the alternatives and gate of each word."""
+def caption_record(path: Path, caption, top_k: int = 0, warning: str | None = None) -> dict:
+    """One --json line: the caption, whether it was cut at --max-len, the honesty warning
+    (None when the image is like the model's training data), and with --top-k the
+    alternatives and gate of each word."""
     record = {"image": str(path), "caption": caption.text, "tokens": caption.tokens,
               "score": round(caption.score, 4), "attention_shape": list(caption.attention.shape),
-              "truncated": caption.truncated}
+              "truncated": caption.truncated, "warning": warning}
     if top_k:
         record["alternatives"] = [[{"word": w, "prob": round(p, 4)} for w, p in ranked]
                                   for ranked in caption.alternatives]
@@ -271,21 +295,54 @@ def caption_record(path: Path, caption, top_k: int = 0) -> dict:
 
 
 def write_records(path: Path, records: list[dict]) -> None:
-    """JSON lines, or CSV (image, caption, score) when the name ends in .csv."""
+    """JSON lines, or CSV (image, caption, score, truncated, warning) for a .csv name."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         if path.suffix.lower() == ".csv":
-            writer = csv.DictWriter(f, ["image", "caption", "score"], extrasaction="ignore")
+            writer = csv.DictWriter(f, ["image", "caption", "score", "truncated", "warning"],
+                                    extrasaction="ignore")
             writer.writeheader()
             writer.writerows(records)
         else:
             f.writelines(json.dumps(r) + "\n" for r in records)
 
 
+def caption_problem(args) -> str | None:
+    """What is wrong with `caption`'s --look-here and --prefix, found before any image is
+    captioned (the app's API refuses the same requests)."""
+    for position, _, _ in args.look_here:
+        if position >= args.max_len:
+            return (f"--look-here word {position + 1} is past --max-len {args.max_len}: "
+                    "no caption reaches it; pick an earlier word or raise --max-len")
+    words = len(tokenize(args.prefix))
+    if words > args.max_len:
+        return (f"--prefix has {words} words, more than --max-len {args.max_len}: shorten it "
+                "or raise --max-len")
+    return None
+
+
+def unused_looks(args, caption) -> list[int]:
+    """--look-here words (1-based) the caption never reached: it ended before them."""
+    return [position + 1 for position, _, _ in args.look_here if position > len(caption.tokens)]
+
+
+def text_lines(path: Path, caption, top_k: int, max_len: int) -> list[str]:
+    """The plain-text output of one image; with --top-k, a line per word."""
+    cut = f" [cut at --max-len {max_len}]" if caption.truncated else ""
+    lines = [f"{path}: {caption.text}{cut}"]
+    if top_k:
+        for i, (word, ranked) in enumerate(zip(caption.tokens, caption.alternatives), 1):
+            options = ", ".join(f"{w} {p:.2f}" for w, p in ranked)
+            lines.append(f"  {i}. {word} (gate {float(caption.gate[i - 1]):.2f}): {options}")
+    return lines
+
+
 def caption_command(args) -> int:
-    bad_output = args.output and args.output.suffix.lower() not in (".jsonl", ".csv")
-    problem = ("--output must end in .jsonl or .csv" if bad_output
-               else "--top-k must be 0 or more" if args.top_k < 0 else None)
-    model, error = open_model(args, problem)
+    # the outputs are checked before the model loads; the rest needs --max-len, whose default
+    # is the model's
+    model, error = open_model(args, output_problem(args.output, "--output", CAPTION_SUFFIXES)
+                              or output_problem(args.attention_grid, "--attention-grid",
+                                                GRID_SUFFIXES))
+    error = error or caption_problem(args)
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -314,8 +371,20 @@ def caption_command(args) -> int:
                               guide=guide) if images else []
     records = []
     for path, image, caption in zip(paths, images, captions):
-        records.append(caption_record(path, caption, args.top_k))
-        print(json.dumps(records[-1]) if args.json else f"{path}: {caption.text}")
+        unused = unused_looks(args, caption)
+        if unused:
+            errors.append(f"{path}: --look-here word {unused[0]}: the caption ended after "
+                          f"{len(caption.tokens)} words, before it; the point was not used")
+            print(f"error: {errors[-1]}", file=sys.stderr)
+            continue
+        warning = unfamiliar_warning(image, model)
+        records.append(caption_record(path, caption, args.top_k, warning))
+        if args.json:
+            print(json.dumps(records[-1]))
+        else:
+            print("\n".join(text_lines(path, caption, args.top_k, args.max_len)))
+            if warning:
+                print(f"warning: {path}: {warning}", file=sys.stderr)
         if args.attention_grid:
             save_attention_grid(grids[path], image, caption.tokens, caption.attention, centres,
                                 title=caption.text)
@@ -330,4 +399,5 @@ def main(argv=None) -> int:
         from captioner.space import deploy_command
 
         return deploy_command(args)
-    return {"caption": caption_command, "evaluate": evaluate_command}[args.command](args)
+    return {"caption": caption_command, "evaluate": evaluate_command,
+            "push": push_command}[args.command](args)

@@ -98,11 +98,16 @@ def box_map(centres: np.ndarray, box: Sequence[float]) -> np.ndarray:
 
 def prefix_ids(vocab, prefix: str | Sequence[str]) -> list[int]:
     """Word ids of a forced start; a word the model does not know is an error that names it."""
+    specials = [t for t in SPECIALS if isinstance(prefix, str) and t in prefix]
+    if specials:  # the tokeniser would strip the brackets and report a plain word
+        raise ValueError(f"{specials[0]} is one of the model's special tokens, not a word: "
+                         "give only words")
     words = tokenize(prefix) if isinstance(prefix, str) else list(prefix)
     unknown = [w for w in words if w not in vocab.index or w in SPECIALS]
     if unknown:
-        raise ValueError(f"prefix word(s) not in the model's vocabulary: "
-                         f"{', '.join(repr(w) for w in unknown)}")
+        listed = ", ".join(repr(w) for w in dict.fromkeys(unknown))
+        listed = listed if len(listed) <= 60 else listed[:59] + "…"  # a long paste, cut
+        raise ValueError(f"prefix word(s) not in the model's vocabulary: {listed}")
     return [vocab.index[w] for w in words]
 
 

@@ -78,3 +78,14 @@ def familiarity(image: Image.Image, model) -> Familiarity | None:
     names); None for other models (a photo model has no such narrow domain to check)."""
     world = world_of(model)
     return looks_like_scene(image, world) if world is not None else None
+
+
+def unfamiliar_warning(image: Image.Image, model) -> str | None:
+    """For a scenes model shown an image unlike its training data: what to say beside the
+    caption (None when the image looks like a generated scene, or for other models)."""
+    verdict = familiarity(image, model)
+    if verdict is None or verdict.familiar:
+        return None
+    return ("This model was trained only on generated scenes of coloured shapes, and this "
+            f"image does not look like one ({verdict.reason}): the caption is not meaningful.")
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import fields
@@ -28,11 +29,15 @@ def resolve_model_dir(source: str | Path | None = None, revision: str | None = N
     path = Path(source).expanduser()
     if path.is_dir():
         return path
+    if path.is_file():  # model.safetensors or config.json given: the folder is what counts
+        if path.name in (WEIGHTS_FILE, CONFIG_FILE):
+            return path.parent
+        raise WeightsError(f"{path} is a file: pass the folder that holds {WEIGHTS_FILE} and "
+                           f"{CONFIG_FILE}, or a Hub repo id.")
     if looks_like_path(source):
-        hint = (" Train them with `python train_space.py --dataset scenes --output-dir weights`."
-                if path.resolve() == BUNDLED_WEIGHTS else "")
-        raise WeightsError(f"{path}: no such model folder.{hint} Pass --weights with a folder "
-                           "holding model.safetensors + config.json, or a Hub repo id.")
+        raise WeightsError(f"{path}: no such model folder.{missing_bundle_hint(path)} Pass "
+                           "--weights with a folder holding model.safetensors + config.json, "
+                           "or a Hub repo id.")
     try:
         return Path(snapshot_download(source, revision=revision, allow_patterns=MODEL_FILES))
     except Exception as e:  # offline, unknown repo, auth: all need the same advice
@@ -40,6 +45,17 @@ def resolve_model_dir(source: str | Path | None = None, revision: str | None = N
                            f"not be fetched from the Hugging Face Hub either "
                            f"({type(e).__name__}: {e}). Pass a local model folder or a Hub "
                            "repo id you can reach.") from e
+
+
+def missing_bundle_hint(path: Path) -> str:
+    """Where the default weights come from when they are missing: a checkout can train them;
+    an installed package never ships them."""
+    if path.resolve() != BUNDLED_WEIGHTS:
+        return ""
+    if (Path(__file__).resolve().parent.parent / "train_space.py").is_file():  # a checkout
+        return " Train them with `python train_space.py --dataset scenes --output-dir weights`."
+    return (" The installed package ships no weights: the bundled demonstration model is the "
+            "weights/ folder of the project's repository.")
 
 
 def read_config(model_dir: Path) -> CaptionerConfig:
@@ -248,8 +264,9 @@ print(caption.text, caption.attention.shape)  # (words, grid, grid)
 
 SCENES_DESCRIPTION = (
     "**Procedurally generated scenes** (`captioner.scenes`): 1–3 shapes (circle, square, "
-    "triangle) in several colours and two sizes on varied backgrounds, each image with 5 "
-    "templated captions that include spatial relations. It is *not* a photo dataset.")
+    "triangle) in several colours and two sizes on plain, muted backgrounds whose tone "
+    "varies from scene to scene, each image with 5 templated captions that include spatial "
+    "relations. It is *not* a photo dataset.")
 SCENES_V2_DESCRIPTION = (
     "**Procedurally generated scenes, world scenes-v2** (`captioner.scenes.v2`, see "
     "docs/worlds.md): 1–5 shapes of 6 kinds in 8 colours and 3 sizes on gradient, noise or "
@@ -351,10 +368,65 @@ def hub_client(purpose: str):
     return HfApi(token=token)
 
 
+def unreachable(error: Exception) -> bool:
+    """A network failure (offline mode, no route, DNS, timeout), not an answer from the Hub."""
+    import httpx2
+
+    return isinstance(error, ConnectionError | TimeoutError | httpx2.TransportError)
+
+
+@contextlib.contextmanager
+def hub_calls():
+    """Network failures while talking to the Hub become one line, not an HTTP traceback."""
+    try:
+        yield
+    except Exception as e:
+        if not unreachable(e):
+            raise
+        reason = str(e).split(". ")[0] or type(e).__name__
+        raise SystemExit(f"cannot reach the Hugging Face Hub: {reason}. Check the network "
+                         "(and the HF_HUB_OFFLINE and HF_ENDPOINT variables).") from None
+
+
+def repo_id_problem(repo_id: str, purpose: str) -> str | None:
+    """Why `repo_id` cannot name a Hub repo (None when it can)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return (f"{purpose}: {repo_id!r} is not a Hub repo id; give OWNER/NAME (letters, "
+                "digits, '-', '_', '.')")
+    return None
+
+
+def check_push_target(repo_id: str, purpose: str = "--push-to-hub"):
+    """Before any long work: the repo id is well formed, a token is there, the Hub is
+    reachable and accepts it. Returns the authenticated client."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    problem = repo_id_problem(repo_id, purpose)
+    if problem:
+        raise SystemExit(problem)
+    api = hub_client(purpose)
+    with hub_calls():
+        try:
+            api.whoami()
+        except HfHubHTTPError as e:
+            status = getattr(e.response, "status_code", None)
+            if status not in (401, 403):
+                raise
+            raise SystemExit(f"{purpose}: the Hugging Face Hub refused the token ({status}); "
+                             "set a valid HF_TOKEN or run `hf auth login` again.") from None
+    return api
+
+
 def push_folder(out: Path, repo_id: str) -> str:
     """Upload a model folder (weights, config, card, figures; no checkpoint) to the Hub."""
     api = hub_client("--push-to-hub")
-    api.create_repo(repo_id, exist_ok=True)
-    info = api.upload_folder(folder_path=str(out), repo_id=repo_id, allow_patterns=MODEL_FILES,
-                             commit_message="Upload captioner model")
+    with hub_calls():
+        api.create_repo(repo_id, exist_ok=True)
+        info = api.upload_folder(folder_path=str(out), repo_id=repo_id,
+                                 allow_patterns=MODEL_FILES,
+                                 commit_message="Upload captioner model")
     return str(getattr(info, "repo_url", None) or f"https://huggingface.co/{repo_id}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from captioner.hub import MODEL_FILES, hub_client, looks_like_path
+from captioner.hub import MODEL_FILES, hub_calls, hub_client, looks_like_path, unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNED_FOLDERS = ("captioner/", "examples/", "weights/")  # what an update may delete
@@ -100,17 +100,26 @@ def model_dataset(api, weights: str, weights_dir: Path | None) -> str | None:
 def deploy(space_id: str, weights: str, *, dataset: str | None = None,
            hardware: str | None = None, private: bool = False) -> str:
     """Create or update the Space; returns its URL."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
     local = Path(weights).expanduser()
     weights_dir = local if local.is_dir() else None
     if weights_dir is None and looks_like_path(weights):
         raise SystemExit(f"--weights {weights}: no such model folder, and not a Hub repo id")
     files = space_files(weights_dir)
     api = hub_client("deploy-space")
+    with hub_calls():  # no network, at any step: one line, not an HTTP traceback
+        return _deploy(api, space_id, weights, weights_dir, files, dataset, hardware, private)
+
+
+def _deploy(api, space_id, weights, weights_dir, files, dataset, hardware, private) -> str:
+    """`deploy`'s Hub calls: read the model's dataset, create the Space, set its variable,
+    commit the files, ask for hardware."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
     try:
         dataset = dataset or model_dataset(api, weights, weights_dir)
-    except Exception as e:  # unknown repo, no access, offline: stop before touching the Space
+    except Exception as e:  # unknown repo, no access: stop before touching the Space
+        if unreachable(e):
+            raise
         raise SystemExit(f"--weights {weights}: could not read the model on the Hugging Face "
                          f"Hub ({type(e).__name__}: {e})") from e
     readme = space_readme(weights, dataset, hub_model=weights_dir is None).encode()

@@ -25,16 +25,28 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from captioner.data import DatasetFormatError, DatasetLoadError, load_caption_dataset
+from captioner.cli_checks import Parser, at_least
+from captioner.data import (
+    DatasetFormatError,
+    DatasetLoadError,
+    load_caption_dataset,
+    looks_local,
+)
 from captioner.decoding import caption_images
 from captioner.evaluation import compositional_metrics, evaluate_split
 from captioner.features import cache_key, cached_array, state_fingerprint
-from captioner.hub import load_model, push_folder, write_model_card
+from captioner.hub import (
+    check_push_target,
+    load_model,
+    push_folder,
+    repo_id_problem,
+    write_model_card,
+)
 from captioner.model import Captioner, CaptionerConfig, replace_as_shared
 from captioner.preprocess import normalise, resized_pixels, to_model_input, to_rgb
 from captioner.scenes import generate_scenes, get_world, is_world
 from captioner.visualize import save_attention_grid
-from captioner.vocab import Vocabulary
+from captioner.vocab import SPECIALS, Vocabulary
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -95,7 +107,7 @@ class TrainConfig:
 
 
 HELP = {
-    "dataset": "Hub dataset id, local folder or file (see the README's Datasets), or a "
+    "dataset": "Hub dataset id, local folder or file (see docs/datasets.md), or a "
                "generated scene world: 'scenes' (= 'scenes-v1') or 'scenes-v2' "
                "(docs/worlds.md)",
     "image_column": "column holding the images or their file paths (default: 'image', or the "
@@ -173,7 +185,7 @@ PRESETS["scenes-v1"] = PRESETS["scenes"]
 
 def parse_args(argv=None) -> TrainConfig:
     """argparse built from TrainConfig; a preset (by dataset) fills what was not given."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="train_space.py", description="Train a Show, Attend and Tell captioner. Defaults "
         "are the Flickr8k recipe; with --dataset scenes (or scenes-v2), that world's preset "
         "values apply (shown as 'scenes: ...', 'scenes-v2: ...') unless given.")
@@ -184,15 +196,52 @@ def parse_args(argv=None) -> TrainConfig:
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
+        elif f.type in ("int", "float"):
+            kind = int if f.type == "int" else float
+            low = MINIMUM.get(f.name, 0)
+            parser.add_argument(flag, type=at_least(low, kind), default=None, help=help_text)
         else:
-            kind = {"int": int, "float": float}.get(f.type, str)
-            parser.add_argument(flag, type=kind, default=None, help=help_text)
+            parser.add_argument(flag, default=None, help=help_text)
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     preset = PRESETS.get(given.get("dataset"), PRESETS["flickr8k"])
     cfg = TrainConfig(**{**preset, **given})
-    if cfg.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-        parser.error("--mixed-precision must be auto, no, fp16 or bf16")
+    problem = config_problem(cfg)
+    if problem:
+        parser.error(problem)
     return cfg
+
+
+# Numbers that must be at least 1 (the others: at least 0).
+MINIMUM = {name: 1 for name in (
+    "encoder_stage", "grid", "image_size", "embed_dim", "attention_dim", "hidden_dim",
+    "min_word_freq", "max_caption_len", "max_eval_images", "num_scenes", "batch_size",
+    "gradient_accumulation_steps", "beam_size", "max_len")}
+
+
+def config_problem(cfg: TrainConfig) -> str | None:
+    """What is wrong with a run's settings, found before any data is read or folder made."""
+    if cfg.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+        return "--mixed-precision must be auto, no, fp16 or bf16"
+    if not 0 <= cfg.dropout < 1:
+        return f"--dropout must be from 0 to below 1, got {cfg.dropout:g}"
+    try:
+        CaptionerConfig(vocab=list(SPECIALS), encoder=cfg.encoder,
+                        encoder_stage=cfg.encoder_stage)
+    except ValueError as e:
+        return "--" + str(e).replace("_", "-")
+    stride = 2 ** (cfg.encoder_stage + 1)  # the ResNet's downsampling after that stage
+    smallest = stride * (cfg.grid - 1) + 1
+    if cfg.image_size < smallest:
+        return (f"--image-size {cfg.image_size} is too small: {cfg.encoder} stages 1-"
+                f"{cfg.encoder_stage} shrink images {stride}x, so a {cfg.grid}x{cfg.grid} grid "
+                f"needs at least {smallest} px; raise --image-size or lower --grid")
+    if not is_world(cfg.dataset) and looks_local(cfg.dataset) \
+            and not Path(cfg.dataset).expanduser().exists():
+        return (f"--dataset {cfg.dataset}: no such folder or file (or give a Hub dataset id "
+                "such as jxie/flickr8k, or a scene world: 'scenes', 'scenes-v2')")
+    if cfg.push_to_hub:
+        return repo_id_problem(cfg.push_to_hub, "--push-to-hub")
+    return None
 
 
 def default_text(name: str) -> str:
@@ -577,7 +626,12 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     print(json.dumps({k: {m: v for m, v in metrics[k].items() if m != "examples"}
                       for k in ("beam1", "beam3")}, indent=2))
     if cfg.push_to_hub:
-        url = push_folder(out, cfg.push_to_hub)
+        try:
+            url = push_folder(out, cfg.push_to_hub)
+        except SystemExit as e:  # the run is safe: say how to push it later
+            raise SystemExit(f"{e}\nThe trained model is in {out}; upload it later with: "
+                             f"python -m captioner push {shlex.quote(str(out))} "
+                             f"{cfg.push_to_hub}") from None
         print(f"pushed to {url}")
 
 
@@ -595,10 +649,32 @@ def held_out_metrics(cfg: TrainConfig, world, model, images: int) -> dict:
     return block
 
 
+def interrupted(cfg: TrainConfig, args: list[str]) -> str:
+    """What Ctrl-C leaves behind, and the exact command that carries on from it."""
+    checkpoint = Path(cfg.output_dir) / CHECKPOINT
+    if not checkpoint.is_file():
+        again = args if "--overwrite" in args else [*args, "--overwrite"]
+        return ("interrupted before the first epoch ended: nothing to resume. Start again "
+                f"with: python train_space.py {shlex.join(again)}")
+    from safetensors import safe_open
+
+    with safe_open(checkpoint, "pt") as f:
+        epoch = json.loads(f.metadata()["json"])["state"]["epoch"]
+    again = [a for a in args if a not in ("--overwrite", "--resume")] + ["--resume"]
+    return (f"interrupted: the last checkpoint (epoch {epoch}) is {checkpoint}; continue with: "
+            f"python train_space.py {shlex.join(again)}")
+
+
 def main(argv=None) -> None:
     cfg = parse_args(argv)
-    command = "python train_space.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if cfg.push_to_hub:
+        check_push_target(cfg.push_to_hub)  # before hours of training, not after
     try:
-        train(cfg, command)
+        train(cfg, "python train_space.py " + shlex.join(args))
     except (DatasetFormatError, DatasetLoadError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from e
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
+            print(interrupted(cfg, args), file=sys.stderr)
+        raise SystemExit(130) from None

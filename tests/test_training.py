@@ -314,6 +314,7 @@ def test_push_to_hub_uses_token_without_leaking_it(scenes, tmp_path, monkeypatch
         return mock.Mock(repo_url=f"https://huggingface.co/{repo_id}")
 
     with mock.patch("huggingface_hub.HfApi.create_repo", fake_create_repo), \
+            mock.patch("huggingface_hub.HfApi.whoami", lambda self: {"name": "me"}), \
             mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload_folder):
         out = tmp_path / "out"
         main(["--dataset", str(scenes), "--output-dir", str(out), "--epochs", "1",
@@ -369,11 +370,12 @@ def test_help_shows_real_defaults_and_presets(capsys):
     assert set(HELP) == set(TrainConfig.__dataclass_fields__)  # a help line for every option
 
 
-def test_dataset_errors_are_messages(tmp_path, monkeypatch):
+def test_dataset_errors_are_messages(tmp_path, monkeypatch, capsys):
     import datasets
 
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(SystemExit):  # refused by argparse, before any work
         main(["--dataset", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")])
+    assert "no such folder" in capsys.readouterr().err
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")  # nothing cached
     with pytest.raises(SystemExit) as error:  # the default Hub dataset, offline
         main(["--output-dir", str(tmp_path / "o")])
@@ -385,6 +387,6 @@ def test_num_eval_scenes_makes_small_validation_and_test_sets(tmp_path):
     from captioner.training import parse_args, prepare_dataset
 
     cfg = parse_args(["--dataset", "scenes", "--num-scenes", "12", "--num-eval-scenes", "3",
-                      "--image-size", "32", "--data-dir", str(tmp_path)])
+                      "--image-size", "32", "--grid", "4", "--data-dir", str(tmp_path)])
     sizes = {name: len(split) for name, split in prepare_dataset(cfg).items()}
     assert sizes == {"train": 12, "validation": 3, "test": 3}

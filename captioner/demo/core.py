@@ -22,9 +22,9 @@ from PIL import Image
 
 from captioner import lab
 from captioner.decoding import Caption, Guide, caption_images, point_map
-from captioner.demo.inputs import ClientFiles, check_int, image_source, load_input
+from captioner.demo.inputs import ClientFiles, check_int, check_request, image_source, load_input
 from captioner.demo.model_info import ModelInfo
-from captioner.familiarity import familiarity, trained_on_scenes
+from captioner.familiarity import trained_on_scenes, unfamiliar_warning
 from captioner.hub import BUNDLED_WEIGHTS, load_model, resolve_model_dir
 from captioner.model import Captioner
 from captioner.vocab import SPECIALS
@@ -229,16 +229,6 @@ def describe_score(result: Result) -> str:
             f"{result.seconds * 1000:.0f} ms" + cut)
 
 
-def unfamiliar_warning(image: Image.Image, model: Captioner) -> str | None:
-    """For a scenes model shown an image unlike its training data: what to say beside the
-    caption (None when the image looks like a generated scene, or for other models)."""
-    verdict = familiarity(image, model)
-    if verdict is None or verdict.familiar:
-        return None
-    return ("This model was trained only on generated scenes of coloured shapes, and this "
-            f"image does not look like one ({verdict.reason}): the caption is not meaningful.")
-
-
 def lab_payload(scene: lab.LabScene) -> dict:
     """The scene lab's truth for the explorer: each object's box (fractions of the side) and,
     per word naming an object, whether the attention peak fell inside its box."""
@@ -326,22 +316,19 @@ class Demo:
                 prefix: str = "", look: Look | None = None) -> Result:
         """Caption one PIL image, optionally starting with the words `prefix` and, with `look`,
         looking at a point at one word. Raises ValueError for bad settings or words."""
-        beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
-        max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
-        prefix = " ".join(str(prefix or "").split())
+        beam_size, max_len, prefix, point = check_request(beam_size, max_len, prefix, look,
+                                                          BEAM_SIZES, MAX_LEN_RANGE)
         start = time.perf_counter()
-        if look is not None:
-            word = check_int("look-here word", look.word, 1, max_len)
-            if not (0 <= look.x <= 1 and 0 <= look.y <= 1):
-                raise ValueError(f"look-here point ({look.x}, {look.y}) must be inside the "
-                                 "image: x and y are fractions from 0 to 1")
+        if point is not None:
+            word, x, y = point
+            look = Look(word, x, y)
             if not prefix and word > 1:  # the words before it: the model's own
                 own = caption_images(self.model, [image], beam_size=beam_size, max_len=max_len)
                 prefix = " ".join(own[0].tokens[:word - 1])
             if len(prefix.split()) != word - 1:
                 raise ValueError(f"look here at word {word} needs the {word - 1} words before "
                                  f"it, got {len(prefix.split())}")
-            attention = {word - 1: point_map(self.cell_centres, look.x, look.y)}
+            attention = {word - 1: point_map(self.cell_centres, x, y)}
         else:
             attention = {}
         caption = caption_images(self.model, [image], beam_size=beam_size, max_len=max_len,

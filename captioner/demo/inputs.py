@@ -10,6 +10,7 @@ used to read server files or to learn which ones exist.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -87,13 +88,52 @@ class ClientFiles:
         return load_input(payload)
 
 
+ECHO = 40  # characters of a client's value repeated in a message
+
+
+def short_repr(value) -> str:
+    """A client's value as messages repeat it: at most a few dozen characters."""
+    text = repr(value)
+    return text if len(text) <= ECHO else text[:ECHO - 1] + "…"
+
+
 def check_int(name: str, value, low: int, high: int) -> int:
     """A whole number within [low, high], or a ValueError that says what is allowed."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = check_number(name, value, low, high, "a whole number")
+    if not number.is_integer():
         raise ValueError(f"{name} must be a whole number from {low} to {high}, "
-                         f"got {value!r}") from None
-    if not number.is_integer() or not low <= number <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+                         f"got {short_repr(value)}")
     return int(number)
+
+
+def check_number(name: str, value, low: float, high: float, kind: str = "a number") -> float:
+    """A number within [low, high] (a string of digits too: API clients send those), or a
+    ValueError that says what is allowed; None, text, NaN and booleans are refused."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not low <= number <= high:  # NaN fails too
+        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, "
+                         f"got {short_repr(value)}")
+    return number
+
+
+def check_request(beam_size, max_len, prefix, look, beams: tuple[int, int],
+                  lengths: tuple[int, int]) -> tuple[int, int, str, tuple | None]:
+    """Everything a client may send with an image, checked in one place: (beam size,
+    maximum length, prefix as single-spaced words, look-here (word, x, y) or None). Raises
+    ValueError with the message the client sees."""
+    beam_size = check_int("beam size", beam_size, *beams)
+    max_len = check_int("maximum length", max_len, *lengths)
+    prefix = " ".join(str(prefix or "").split())
+    words = len(prefix.split())
+    if words > max_len:
+        raise ValueError(f"the prefix has {words} words, more than the maximum length "
+                         f"{max_len}: shorten it or raise the maximum length")
+    if look is None:
+        return beam_size, max_len, prefix, None
+    word = check_int("look-here word", look.word, 1, max_len)
+    x = check_number("look-here x", look.x, 0, 1, "inside the image: a fraction of its width")
+    y = check_number("look-here y", look.y, 0, 1, "inside the image: a fraction of its height")
+    return beam_size, max_len, prefix, (word, x, y)
