@@ -30,7 +30,7 @@ from captioner.decoding import caption_images
 from captioner.evaluation import evaluate_split
 from captioner.features import cache_key, cached_array, state_fingerprint
 from captioner.hub import load_model, push_folder, write_model_card
-from captioner.model import Captioner, CaptionerConfig, replace_as_shared
+from captioner.model import ATTENTION_KINDS, Captioner, CaptionerConfig, replace_as_shared
 from captioner.preprocess import normalise, resized_pixels, to_model_input, to_rgb
 from captioner.scenes import generate_scenes
 from captioner.visualize import save_attention_grid
@@ -59,6 +59,7 @@ class TrainConfig:
     attention_dim: int = 512
     hidden_dim: int = 512
     dropout: float = 0.5
+    attention: str = "soft"
     pretrained_encoder: bool = True
     fine_tune_encoder: bool = False
     fine_tune_stages: int = 0
@@ -113,6 +114,8 @@ HELP = {
     "attention_dim": "attention layer size",
     "hidden_dim": "LSTM hidden size",
     "dropout": "dropout before the word classifier",
+    "attention": "soft (weighted mean of the grid) or hard (one sampled cell per word, "
+                 "REINFORCE; see docs/faithfulness.md)",
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",
@@ -181,6 +184,8 @@ def parse_args(argv=None) -> TrainConfig:
     cfg = TrainConfig(**{**preset, **given})
     if cfg.mixed_precision not in ("auto", "no", "fp16", "bf16"):
         parser.error("--mixed-precision must be auto, no, fp16 or bf16")
+    if cfg.attention not in ATTENTION_KINDS:
+        parser.error(f"--attention must be one of {', '.join(ATTENTION_KINDS)}")
     return cfg
 
 
@@ -406,7 +411,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         vocab=vocab.words, encoder=cfg.encoder, encoder_stage=cfg.encoder_stage,
         grid_size=cfg.grid, coord_channels=cfg.coord_channels, embed_dim=cfg.embed_dim,
         attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
-        image_size=cfg.image_size))
+        image_size=cfg.image_size, attention=cfg.attention))
     if cfg.pretrained_encoder:
         try:
             model.encoder.load_imagenet_weights(cfg.encoder)
