@@ -13,7 +13,7 @@ from pathlib import Path
 
 from captioner.decoding import BATCH_SIZE, Guide, caption_images, point_map, prefix_ids
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, QUANTIZE_CHOICES, load_model
-from captioner.model import WeightsError
+from captioner.model import HARD_READOUTS, WeightsError
 from captioner.preprocess import ImageError, load_image
 from captioner.visualize import save_attention_grid
 
@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one or more beam widths (default: 1 3)")
     ev.add_argument("--output", type=Path, metavar="METRICS.json",
                     help="also write every figure to this JSON file")
+    ev.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
+                    help="on scenes, also measure whether the words depend on where the model "
+                         "looks (docs/faithfulness.md; minutes on 1000 scenes) (default: on)")
+    ev.add_argument("--curve-words", type=int, default=1000, metavar="N",
+                    help="deletion/insertion curves for the first N named words only "
+                         "(default: 1000)")
+    ev.add_argument("--hard-readout", choices=HARD_READOUTS, default=None,
+                    help="hard-attention models: read the expectation or the argmax cell at "
+                         "test time (default: the model's config)")
 
     from captioner.space import add_deploy_parser
 
@@ -145,10 +154,15 @@ def evaluate_command(args) -> int:
     from captioner.evaluation import evaluate_split
     from captioner.scenes import generate_scenes
 
-    model, error = open_model(args)
+    model, error = open_model(args, "--curve-words must be 0 or more"
+                              if args.curve_words < 0 else None)
+    if not error and args.hard_readout and model.config.attention != "hard":
+        error = "--hard-readout is for hard-attention models; this one is soft"
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.hard_readout:
+        model.config.hard_readout = args.hard_readout
     source = args.dataset
     try:
         if source == "scenes":
@@ -164,7 +178,9 @@ def evaluate_command(args) -> int:
         return 2
     results = {"weights": str(args.weights or BUNDLED_WEIGHTS), "dataset": args.dataset,
                "seed": args.seed if args.dataset == "scenes" else None, "images": len(test),
-               "quantize": args.quantize}
+               "quantize": args.quantize, "attention": model.config.attention,
+               "hard_readout": model.config.hard_readout
+               if model.config.attention == "hard" else None}
     for beam in args.beam_size:
         metrics = evaluate_split(model, test, beam_size=beam, max_len=args.max_len,
                                  batch_size=args.batch_size)
@@ -179,6 +195,16 @@ def evaluate_command(args) -> int:
                   f"trials) beside pointing {metrics['pointing'] * 100:.1f} % (chance "
                   f"{metrics['pointing_chance'] * 100:.1f} %): the words follow where the "
                   "model looks, not only co-occur with it")
+    if args.faithfulness and "objects" in test.column_names:
+        from captioner.faithfulness import faithfulness_for_split, summary_lines
+
+        if args.quantize:  # int8 layers have no gradients for Grad-CAM
+            print("faithfulness: skipped with --quantize (needs gradients)")
+        else:
+            results["faithfulness"] = faithfulness_for_split(
+                model, test, max_len=args.max_len, batch_size=args.batch_size,
+                curve_words=args.curve_words, seed=args.seed)
+            print("\n".join(summary_lines(results["faithfulness"])))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
     return 0

@@ -283,10 +283,11 @@ class Captioner(
         h, c = self.lstm(torch.cat([self.embedding(words), context], dim=1), (state.h, state.c))
         return torch.cat([h, context], dim=1), DecoderState(h, c), alpha, gate
 
-    def step(self, words, state: DecoderState, features, projected, override=None):
+    def step(self, words, state: DecoderState, features, projected, override=None, read=None):
         """One word: returns logits (B, V), the new state, the attention weights (B, P) and
-        the gate (B, feature); `override` as in `advance`."""
-        output, state, alpha, gate = self.advance(words, state, features, projected, override)
+        the gate (B, feature); `override` and `read` as in `advance`."""
+        output, state, alpha, gate = self.advance(words, state, features, projected, override,
+                                                  read)
         return self.classifier(self.dropout(output)), state, alpha, gate
 
     def reads_argmax(self) -> bool:
