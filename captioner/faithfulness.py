@@ -224,6 +224,26 @@ def curve_aucs(model, grid, ids_row, position, rankings: dict[str, np.ndarray], 
             for i, name in enumerate(rankings)}
 
 
+@torch.no_grad()
+def causal_results(model, features, ids, words: list[NamedWord], trials, background):
+    """Per word with a trial (see `causal_trials`): (does removing the object's cells lower
+    log p(word) more than removing as many cells elsewhere, the same for the control box),
+    each 1.0 or 0.0."""
+    kept = [(w, t) for w, t in zip(words, trials) if t is not None]
+    if not kept:
+        return []
+    device = features.device
+    scene = torch.tensor([w.scene for w, _ in kept for _ in range(4)], device=device)
+    position = torch.tensor([w.position for w, _ in kept for _ in range(4)], device=device)
+    cells = torch.from_numpy(np.stack([s for _, t in kept for s in t])).to(device)
+    base = scored_rows(model, features[scene[::4]], ids[scene[::4]])
+    base = base.gather(1, position[::4].unsqueeze(1)).squeeze(1).cpu().numpy()
+    lp = scored_rows(model, removed(model, features[scene], cells, background), ids[scene])
+    lp = lp.gather(1, position.unsqueeze(1)).reshape(-1, 4).cpu().numpy()
+    drop = base[:, None] - lp  # (words, 4): object, elsewhere, control, control elsewhere
+    return [(float(d[0] > d[1]), float(d[2] > d[3])) for d in drop]
+
+
 def reinitialised_attention(model) -> nn.Module:
     """A copy of the model whose attention layers are freshly initialised (seeded)."""
     twin = copy.deepcopy(model)
@@ -294,7 +314,7 @@ def faithfulness_batch(model, twin, features, objects, tally: Tally, rng, *, max
         [object_cells(centres, o["box"], cfg.image_size) for o in objs] or
         [np.zeros(cfg.grid_size ** 2, bool)], axis=0)) for objs in objects]).to(features.device)
     background = background_feature(model, features, masks)
-    base, alphas = word_logprobs(model, features, ids)
+    _, alphas = word_logprobs(model, features, ids)
     _, twin_alphas = word_logprobs(twin, features, ids)
     if words:
         scene = torch.tensor([w.scene for w in words], device=features.device)
@@ -303,18 +323,9 @@ def faithfulness_batch(model, twin, features, objects, tally: Tally, rng, *, max
         twin_cams = gradcam(twin, features[scene], ids[scene], position).cpu().numpy()
         occ = occlusion(model, features, ids, background).cpu().numpy()
         trials = causal_trials(words, objects, centres, cfg.image_size, rng)
-        kept = [(i, t) for i, t in enumerate(trials) if t is not None]
-        if kept:
-            rows = [i for i, _ in kept for _ in range(4)]
-            cell_sets = torch.from_numpy(np.stack([s for _, t in kept for s in t]))
-            lp = scored_rows(model, removed(model, features[scene[rows]],
-                                            cell_sets.to(features.device), background),
-                             ids[scene[rows]])
-            lp = lp.gather(1, position[rows].unsqueeze(1)).reshape(-1, 4).cpu().numpy()
-            for (i, _), (obj, other, ctrl, ctrl_other) in zip(kept, lp):
-                ref = base[words[i].scene, words[i].position].item()
-                tally.add("grounded", float(ref - obj > ref - other))
-                tally.add("grounded_chance", float(ref - ctrl > ref - ctrl_other))
+        for grounded, chance in causal_results(model, features, ids, words, trials, background):
+            tally.add("grounded", grounded)
+            tally.add("grounded_chance", chance)
         alphas_np, twin_np = alphas.cpu().numpy(), twin_alphas.cpu().numpy()
         for i, word in enumerate(words):
             alpha = alphas_np[word.scene, word.position]
