@@ -278,3 +278,20 @@ def test_train_space_refuses_an_unknown_attention_kind():
     assert result.returncode == 2
     assert "--attention must be one of soft, hard" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("readout", ["expectation", "argmax"])
+def test_model_card_says_which_attention_and_readout(tmp_path, readout):
+    from captioner import hub
+
+    cfg = {"dataset": "scenes", "encoder": "resnet18", "encoder_stage": 2, "grid": 8,
+           "output_dir": "runs/hard", "push_to_hub": ""}
+    metrics = {"images": 1, "beam1": {"bleu4": 50.0}}
+    hub.write_model_card(tmp_path, cfg=cfg, metrics=metrics, command="c")
+    soft = (tmp_path / "README.md").read_text()
+    assert "gated\nsoft attention" in soft and "REINFORCE" not in soft
+    hub.write_model_card(tmp_path, cfg={**cfg, "attention": "hard", "hard_readout": readout},
+                         metrics=metrics, command="c")
+    hard = (tmp_path / "README.md").read_text()
+    assert "gated\nhard attention" in hard and "REINFORCE" in hard and "0.002" in hard
+    assert ("argmax" in hard) == (readout == "argmax")
