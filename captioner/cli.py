@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
                     help="on scenes, also measure whether the words depend on where the model "
                          "looks (docs/faithfulness.md; minutes on 1000 scenes) (default: on)")
+    ev.add_argument("--faithfulness-scenes", type=int, default=0, metavar="N",
+                    help="measure faithfulness on the first N test scenes only, for speed; "
+                         "the JSON records how many (default: 0, all)")
     ev.add_argument("--curve-words", type=int, default=1000, metavar="N",
                     help="deletion/insertion curves for the first N named words only "
                          "(default: 1000)")
@@ -154,8 +157,8 @@ def evaluate_command(args) -> int:
     from captioner.evaluation import evaluate_split
     from captioner.scenes import generate_scenes
 
-    model, error = open_model(args, "--curve-words must be 0 or more"
-                              if args.curve_words < 0 else None)
+    model, error = open_model(args, "--curve-words and --faithfulness-scenes must be 0 or more"
+                              if min(args.curve_words, args.faithfulness_scenes) < 0 else None)
     if not error and args.hard_readout and model.config.attention != "hard":
         error = "--hard-readout is for hard-attention models; this one is soft"
     if error:
@@ -201,9 +204,10 @@ def evaluate_command(args) -> int:
         if args.quantize:  # int8 layers have no gradients for Grad-CAM
             print("faithfulness: skipped with --quantize (needs gradients)")
         else:
-            results["faithfulness"] = faithfulness_for_split(
-                model, test, max_len=args.max_len, batch_size=args.batch_size,
-                curve_words=args.curve_words, seed=args.seed)
+            scenes = min(args.faithfulness_scenes or len(test), len(test))
+            results["faithfulness"] = {"scenes": scenes, **faithfulness_for_split(
+                model, test.select(range(scenes)), max_len=args.max_len,
+                batch_size=args.batch_size, curve_words=args.curve_words, seed=args.seed)}
             print("\n".join(summary_lines(results["faithfulness"])))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))

@@ -439,7 +439,7 @@ def summary_lines(block: dict) -> list[str]:
     dele, ins = block["deletion_auc"], block["insertion_auc"]
     return [
         f"faithfulness ({block['attention']} attention, {block['named_words']} words naming "
-        "an object, greedy captions):",
+        f"an object in the greedy captions of {block.get('scenes', 'all')} scenes):",
         f"  causal grounding {pct(block['causal_grounding'])} (chance control "
         f"{pct(block['causal_grounding_chance'])}, {block['causal_trials']} words): removing "
         "the named object's cells hurts the word more than removing as many cells elsewhere",
