@@ -295,3 +295,19 @@ def test_model_card_says_which_attention_and_readout(tmp_path, readout):
     hard = (tmp_path / "README.md").read_text()
     assert "gated\nhard attention" in hard and "REINFORCE" in hard and "0.002" in hard
     assert ("argmax" in hard) == (readout == "argmax")
+
+
+def test_bundled_hard_model_is_hard_and_captions_with_both_readouts():
+    """weights/hard: trained with REINFORCE (its baseline tracked log-likelihoods, < 0), and
+    it captions an example scene with either test-time readout."""
+    from captioner.preprocess import load_image
+
+    model = load_model(ROOT / "weights" / "hard")
+    assert model.config.attention == "hard" and model.config.hard_readout == "expectation"
+    assert model.reward_baseline.item() < 0
+    image = load_image(ROOT / "examples" / "scene-1.png")
+    for readout in ("expectation", "argmax"):
+        model.config.hard_readout = readout
+        caption = caption_images(model, [image], beam_size=3, max_len=20)[0]
+        assert caption.tokens and not caption.truncated
+    assert "REINFORCE" in (ROOT / "weights" / "hard" / "README.md").read_text()
