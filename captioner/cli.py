@@ -15,7 +15,7 @@ from captioner.cli_checks import Parser, at_least, output_problem
 from captioner.decoding import BATCH_SIZE, Guide, caption_images, point_map, prefix_ids
 from captioner.familiarity import unfamiliar_warning
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, QUANTIZE_CHOICES, load_model
-from captioner.model import WeightsError
+from captioner.model import HARD_READOUTS, WeightsError
 from captioner.preprocess import ImageError, load_image
 from captioner.visualize import save_attention_grid
 from captioner.vocab import tokenize
@@ -108,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one or more beam widths (default: 1 3)")
     ev.add_argument("--output", type=Path, metavar="METRICS.json",
                     help="also write every figure to this JSON file (its folder is created)")
+                        ev.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
+                    help="on scenes, also measure whether the words depend on where the model "
+                         "looks (docs/faithfulness.md; minutes on 1000 scenes) (default: on)")
+    ev.add_argument("--faithfulness-scenes", type=at_least(0), default=0, metavar="N",
+                    help="measure faithfulness on the first N test scenes only, for speed; "
+                         "the JSON records how many (default: 0, all)")
+    ev.add_argument("--curve-words", type=at_least(0), default=1000, metavar="N",
+                    help="deletion/insertion curves for the first N named words only "
+                         "(default: 1000)")
+    ev.add_argument("--hard-readout", choices=HARD_READOUTS, default=None,
+                    help="hard-attention models: read the expectation or the argmax cell at "
+                         "test time (default: the model's config)")
 
     push = commands.add_parser(
         "push", help="upload a trained model folder to the Hugging Face Hub",
@@ -177,9 +189,13 @@ def evaluate_command(args) -> int:
     from captioner.scenes import get_world, is_world, world_of
 
     model, error = open_model(args, output_problem(args.output, "--output", (".json",)))
+    if not error and args.hard_readout and model.config.attention != "hard":
+        error = "--hard-readout is for hard-attention models; this one is soft"
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.hard_readout:
+        model.config.hard_readout = args.hard_readout
     trained_on = world_of(model)
     dataset = args.dataset or ("scenes" if trained_on in (None, get_world("scenes"))
                                else trained_on.name)
@@ -202,7 +218,9 @@ def evaluate_command(args) -> int:
     results = {"weights": str(args.weights or BUNDLED_WEIGHTS), "dataset": dataset,
                "world": world.name if world else None,
                "seed": args.seed if world else None, "images": len(test),
-               "quantize": args.quantize}
+               "quantize": args.quantize, "attention": model.config.attention,
+               "hard_readout": model.config.hard_readout
+               if model.config.attention == "hard" else None}
     for beam in args.beam_size:
         metrics = evaluate_split(model, test, beam_size=beam, max_len=args.max_len,
                                  batch_size=args.batch_size)
@@ -227,6 +245,17 @@ def evaluate_command(args) -> int:
                 f"{k} {metrics[k] * 100:.1f} %" if metrics[k] is not None else f"{k} None"
                 for k in ("objects_correct", "held_out_named", "pointing")))
         results["compositional"] = block
+    if args.faithfulness and "objects" in test.column_names:
+        from captioner.faithfulness import faithfulness_for_split, summary_lines
+
+        if args.quantize:  # int8 layers have no gradients for Grad-CAM
+            print("faithfulness: skipped with --quantize (needs gradients)")
+        else:
+            scenes = min(args.faithfulness_scenes or len(test), len(test))
+            results["faithfulness"] = {"scenes": scenes, **faithfulness_for_split(
+                model, test.select(range(scenes)), max_len=args.max_len,
+                batch_size=args.batch_size, curve_words=args.curve_words, seed=args.seed)}
+            print("\n".join(summary_lines(results["faithfulness"])))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
     return 0

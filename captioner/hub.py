@@ -209,9 +209,9 @@ CARD_TEMPLATE = """---
 # {{ title }}
 
 A "Show, Attend and Tell" image captioner built with {{ project }}: a torchvision
-**{{ encoder }}** turns the image into a {{ grid }}×{{ grid }} grid of features, gated soft
-attention picks where to look for each word, and an LSTM writes the caption. Every word comes
-with its attention map.
+**{{ encoder }}** turns the image into a {{ grid }}×{{ grid }} grid of features, gated
+{{ attention }} attention picks where to look for each word, and an LSTM writes the caption.
+Every word comes with its attention map.{{ attention_note }}
 
 ## Training data
 
@@ -298,6 +298,15 @@ POINTING_DESIGN = (
     "cells wide, and a cosine learning-rate decay.")
 
 
+HARD_ATTENTION = (
+    "\n\n**Hard attention** (Xu et al. 2015, section 4.1): in training, each word reads *one* "
+    "grid cell drawn from its attention map, and the map learns by REINFORCE (reward: the "
+    "caption's log-likelihood, minus a moving-average baseline b <- 0.9 b + 0.1 reward), with "
+    "an entropy bonus of 0.002; half of the batches read the soft expectation instead "
+    "(semi-sampling, p = 0.5), the settings of the authors' code. At test time this model "
+    "reads the {readout} (`hard_readout` in config.json).")
+
+
 def pointing_note(metrics: dict) -> str:
     """The pointing game's definition when it was measured (and steering's, when that was);
     the design that made attention point only when this run's attention beat chance at every
@@ -309,6 +318,12 @@ def pointing_note(metrics: dict) -> str:
     steered = any(metrics.get(b, {}).get("steering") is not None for b in BEAMS)
     return ("\n\n" + POINTING_GAME + ("\n\n" + STEERING if steered else "")
             + ("\n\n" + POINTING_DESIGN if pointed else ""))
+
+
+def readout_text(cfg: dict) -> str:
+    readout = cfg.get("hard_readout", "expectation")
+    return ("expectation (the attention-weighted mean, as soft attention does)"
+            if readout == "expectation" else "single most attended cell (argmax)")
 
 
 def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
@@ -342,6 +357,9 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
         encoder=cfg["encoder"] + (f" (stages 1–{cfg['encoder_stage']})"
                                   if cfg["encoder_stage"] < 4 else ""),
         grid=cfg["grid"], images=metrics["images"], table=metrics_table(metrics),
+        attention="hard" if cfg.get("attention") == "hard" else "soft",
+        attention_note=HARD_ATTENTION.format(readout=readout_text(cfg))
+        if cfg.get("attention") == "hard" else "",
         percent_note="; exact content and pointing are percentages (%)" if fractions else "",
         skipped=(" Skipped: " + "; ".join(skipped) + ".") if skipped else "",
         selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics),

@@ -1,7 +1,8 @@
-"""Show, Attend and Tell: a ResNet grid encoder, gated soft attention and an LSTM decoder.
+"""Show, Attend and Tell: a ResNet grid encoder, gated attention and an LSTM decoder.
 
-Read top to bottom: the config, the encoder, the attention, the decoder, and the `Captioner`
-that ties them together and saves/loads itself as `model.safetensors` + `config.json`.
+Read top to bottom: the config, the encoder, the attention (soft, or the paper's stochastic
+"hard" attention trained with REINFORCE), the decoder, and the `Captioner` that ties them
+together and saves/loads itself as `model.safetensors` + `config.json`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+ATTENTION_KINDS = ("soft", "hard")
+HARD_READOUTS = ("expectation", "argmax")
+# Hard attention's training settings, those of the authors' code (arctic-captions, capgen.py):
+SEMI_SAMPLING_P = 0.5  # chance that a batch reads one sampled cell per word (else: expectation)
+ENTROPY_BONUS = 0.002  # weight of the attention entropy, against collapsing onto one cell early
+BASELINE_DECAY = 0.9  # moving-average baseline: b <- 0.9 b + 0.1 mean reward
 
 
 @dataclass
@@ -49,6 +56,11 @@ class CaptionerConfig:
     image_size: int = 224
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # "soft": read the alpha-weighted mean of the grid. "hard": trained reading one cell drawn
+    # from alpha (Xu et al. 2015, section 4.1); at test time it reads `hard_readout`: the
+    # expectation (the soft mean) or the single most attended cell (argmax).
+    attention: str = "soft"
+    hard_readout: str = "expectation"
     # The scene world it was trained on (captioner.scenes.worlds); "" for other data. Configs
     # saved before worlds existed have none: `scenes.world_of` reads their vocabulary.
     world: str = ""
@@ -58,6 +70,12 @@ class CaptionerConfig:
             raise ValueError(f"encoder must be one of {RESNETS}, got {self.encoder!r}")
         if not 1 <= self.encoder_stage <= 4:
             raise ValueError(f"encoder_stage must be 1..4, got {self.encoder_stage}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, "
+                             f"got {self.attention!r}")
+        if self.hard_readout not in HARD_READOUTS:
+            raise ValueError(f"hard_readout must be one of {HARD_READOUTS}, "
+                             f"got {self.hard_readout!r}")
         Vocabulary(self.vocab)  # validates special tokens
         if self.world:
             from captioner.scenes.worlds import get_world
@@ -153,6 +171,43 @@ class Attention(nn.Module):
         """The context vector: the grid averaged with weights `alpha` (B, P)."""
         return (alpha.unsqueeze(2) * features).sum(dim=1)
 
+    @staticmethod
+    def read_cell(cells, features):
+        """Hard attention's context: the feature vector of one cell (B,) per row."""
+        index = cells.view(-1, 1, 1).expand(-1, 1, features.shape[2])
+        return features.gather(1, index).squeeze(1)
+
+    @staticmethod
+    def read_argmax(alpha, features):
+        """Hard attention at test time, `hard_readout="argmax"`: the most attended cell."""
+        return Attention.read_cell(alpha.argmax(dim=1), features)
+
+
+class CellSampler:
+    """Hard attention while training: each word reads one cell drawn from its alpha, and the
+    sampler keeps log alpha of the drawn cells and the entropy of alpha, word by word, for the
+    REINFORCE update. No gradient flows through the draw itself: only through log alpha."""
+
+    def __init__(self):
+        self.log_probs: list[torch.Tensor] = []
+        self.entropies: list[torch.Tensor] = []
+
+    def __call__(self, alpha, features):
+        cells = torch.multinomial(alpha.detach().float(), 1).squeeze(1)
+        log_alpha = alpha.float().clamp_min(1e-12).log()
+        self.log_probs.append(log_alpha.gather(1, cells.unsqueeze(1)).squeeze(1))
+        self.entropies.append(-(alpha.float() * log_alpha).sum(dim=1))
+        return Attention.read_cell(cells, features)
+
+
+def reinforce_loss(log_probs, rewards, baseline, tokens: int):
+    """The score-function (REINFORCE) surrogate whose gradient is -(r - b) * grad log p(cells):
+    `log_probs` (B,) is each caption's summed log alpha of its drawn cells, `rewards` (B,) its
+    log-likelihood given those cells. Divided by `tokens`, the same scale as the mean
+    cross-entropy."""
+    advantage = (rewards - baseline).detach()
+    return -(advantage * log_probs).sum() / tokens
+
 
 @dataclass
 class DecoderState:
@@ -194,6 +249,10 @@ class Captioner(
         # The word is predicted from the state *and* the attended context, which moves attention
         # onto the object being named instead of one word early.
         self.classifier = nn.Linear(d_hid + d_feat, len(self.vocab))
+        if config.attention == "hard":
+            # REINFORCE's moving-average baseline of the caption log-likelihood; saved with
+            # the weights so that a resumed run goes on from where it was.
+            self.register_buffer("reward_baseline", torch.zeros(()))
 
     # --- decoding primitives (used by training and by captioner.decoding) ---
 
@@ -206,53 +265,92 @@ class Captioner(
         state = DecoderState(torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
         return state, self.attention.feature_proj(features)
 
-    def advance(self, words, state: DecoderState, features, projected, override=None):
+    def advance(self, words, state: DecoderState, features, projected, override=None,
+                read=None):
         """Attend, gate and update the LSTM for one word; returns the classifier's input
         (B, hidden + feature), the new state, the attention weights (B, P) and the gate
         (B, feature): how much of the attended context the word uses.
 
         `override` = (rows (B,) bool, maps (B, P)) puts the given attention in place of the
-        model's own on the marked rows, to ask "what would you say looking *here*?"."""
+        model's own on the marked rows, to ask "what would you say looking *here*?".
+        `read(alpha, features)` -> context replaces the reading rule (a `CellSampler` while
+        training hard attention); by default soft attention reads the expectation and hard
+        attention in eval mode its `hard_readout`."""
         context, alpha = self.attention(features, projected, state.h)
         if override is not None:
             rows, maps = override
             alpha = torch.where(rows.unsqueeze(1), maps.to(alpha.dtype), alpha)
             context = self.attention.read(alpha, features)
+        if read is None and self.reads_argmax():
+            read = Attention.read_argmax
+        if read is not None:
+            context = read(alpha, features)
         gate = torch.sigmoid(self.gate(state.h))
         context = gate * context
         h, c = self.lstm(torch.cat([self.embedding(words), context], dim=1), (state.h, state.c))
         return torch.cat([h, context], dim=1), DecoderState(h, c), alpha, gate
 
-    def step(self, words, state: DecoderState, features, projected, override=None):
+    def step(self, words, state: DecoderState, features, projected, override=None, read=None):
         """One word: returns logits (B, V), the new state, the attention weights (B, P) and
-        the gate (B, feature); `override` as in `advance`."""
-        output, state, alpha, gate = self.advance(words, state, features, projected, override)
+        the gate (B, feature); `override` and `read` as in `advance`."""
+        output, state, alpha, gate = self.advance(words, state, features, projected, override,
+                                                  read)
         return self.classifier(self.dropout(output)), state, alpha, gate
 
-    def forward(self, features: torch.Tensor, captions: torch.Tensor):
+    def reads_argmax(self) -> bool:
+        """Whether, with no other rule given, a word reads its single most attended cell."""
+        return (self.config.attention == "hard" and self.config.hard_readout == "argmax"
+                and not self.training)
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor, read=None):
         """Teacher forcing: captions (B, L) start with <start>; returns logits and alphas for
         predicting captions[:, 1:], shapes (B, L-1, V) and (B, L-1, P). The classifier runs
-        once over all steps (one large matmul beats L-1 small ones)."""
+        once over all steps (one large matmul beats L-1 small ones). `read` as in `advance`."""
         state, projected = self.init_state(features)
         outputs, alphas = [], []
         for t in range(captions.shape[1] - 1):
-            output, state, alpha, _ = self.advance(captions[:, t], state, features, projected)
+            output, state, alpha, _ = self.advance(captions[:, t], state, features, projected,
+                                                   read=read)
             outputs.append(output)
             alphas.append(alpha)
         return self.classifier(self.dropout(torch.stack(outputs, 1))), torch.stack(alphas, 1)
 
-    def loss(self, features, captions, attention_penalty: float = 1.0):
+    def loss(self, features, captions, attention_penalty: float = 1.0,
+             semi_sampling_p: float = SEMI_SAMPLING_P, entropy_bonus: float = ENTROPY_BONUS):
         """Cross-entropy on the next word plus the doubly stochastic attention penalty
-        lambda * sum_p (1 - sum_t alpha_tp)^2, which pushes every cell to be looked at once."""
-        logits, alphas = self(features, captions)
+        lambda * sum_p (1 - sum_t alpha_tp)^2, which pushes every cell to be looked at once.
+        Returns (loss to minimise, mean cross-entropy).
+
+        Hard attention in training mode: with probability `semi_sampling_p` the whole batch
+        reads one sampled cell per word, and the loss adds REINFORCE (reward: the caption's
+        log-likelihood, minus the moving-average baseline) and an entropy bonus; otherwise
+        the batch trains like soft attention (the authors' "semi-sampling")."""
+        sampler = None
+        if self.config.attention == "hard" and self.training \
+                and torch.rand(()).item() < semi_sampling_p:
+            sampler = CellSampler()
+        logits, alphas = self(features, captions, read=sampler)
         targets = captions[:, 1:]
         pad = self.vocab.pad_id
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                             ignore_index=pad)
-        mask = (targets != pad).unsqueeze(2).to(alphas.dtype)
+        token_ce = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=pad,
+                                   reduction="none")  # (B, L-1), 0 at padding
+        words = targets != pad
+        tokens = words.sum().clamp_min(1)
+        ce = token_ce.sum() / tokens
+        mask = words.unsqueeze(2).to(alphas.dtype)
         coverage = (alphas * mask).sum(dim=1)
         penalty = ((1.0 - coverage) ** 2).sum(dim=1).mean()
-        return ce + attention_penalty * penalty / alphas.shape[2], ce
+        total = ce + attention_penalty * penalty / alphas.shape[2]
+        if sampler is not None:
+            rewards = -token_ce.detach().sum(dim=1)
+            log_probs = (torch.stack(sampler.log_probs, 1) * words).sum(dim=1)
+            entropy = (torch.stack(sampler.entropies, 1) * words).sum() / tokens
+            total = total + reinforce_loss(log_probs, rewards, self.reward_baseline, tokens) \
+                - entropy_bonus * entropy
+            with torch.no_grad():
+                self.reward_baseline.mul_(BASELINE_DECAY).add_(
+                    (1 - BASELINE_DECAY) * rewards.mean())
+        return total, ce
 
     # --- saving and loading ---
 

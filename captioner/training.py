@@ -42,7 +42,7 @@ from captioner.hub import (
     repo_id_problem,
     write_model_card,
 )
-from captioner.model import Captioner, CaptionerConfig, replace_as_shared
+from captioner.model import ATTENTION_KINDS, Captioner, CaptionerConfig, replace_as_shared
 from captioner.preprocess import normalise, resized_pixels, to_model_input, to_rgb
 from captioner.scenes import generate_scenes, get_world, is_world
 from captioner.visualize import save_attention_grid
@@ -71,6 +71,7 @@ class TrainConfig:
     attention_dim: int = 512
     hidden_dim: int = 512
     dropout: float = 0.5
+    attention: str = "soft"
     pretrained_encoder: bool = True
     fine_tune_encoder: bool = False
     fine_tune_stages: int = 0
@@ -127,6 +128,8 @@ HELP = {
     "attention_dim": "attention layer size",
     "hidden_dim": "LSTM hidden size",
     "dropout": "dropout before the word classifier",
+    "attention": "soft (weighted mean of the grid) or hard (one sampled cell per word, "
+                 "REINFORCE; see docs/faithfulness.md)",
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",
@@ -222,6 +225,8 @@ def config_problem(cfg: TrainConfig) -> str | None:
     """What is wrong with a run's settings, found before any data is read or folder made."""
     if cfg.mixed_precision not in ("auto", "no", "fp16", "bf16"):
         return "--mixed-precision must be auto, no, fp16 or bf16"
+    if cfg.attention not in ATTENTION_KINDS:
+        return f"--attention must be one of {', '.join(ATTENTION_KINDS)}"
     if not 0 <= cfg.dropout < 1:
         return f"--dropout must be from 0 to below 1, got {cfg.dropout:g}"
     try:
@@ -468,7 +473,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         vocab=vocab.words, encoder=cfg.encoder, encoder_stage=cfg.encoder_stage,
         grid_size=cfg.grid, coord_channels=cfg.coord_channels, embed_dim=cfg.embed_dim,
         attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
-        image_size=cfg.image_size,
+        image_size=cfg.image_size, attention=cfg.attention,
         world=get_world(cfg.dataset).name if is_world(cfg.dataset) else ""))
     if cfg.pretrained_encoder:
         try:
