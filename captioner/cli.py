@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one or more beam widths (default: 1 3)")
     ev.add_argument("--output", type=Path, metavar="METRICS.json",
                     help="also write every figure to this JSON file (its folder is created)")
-                        ev.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
+    ev.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
                     help="on scenes, also measure whether the words depend on where the model "
                          "looks (docs/faithfulness.md; minutes on 1000 scenes) (default: on)")
     ev.add_argument("--faithfulness-scenes", type=at_least(0), default=0, metavar="N",
