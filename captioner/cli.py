@@ -233,8 +233,10 @@ def evaluate_command(args) -> int:
             print(f"steering (greedy): {metrics['steering'] * 100:.1f} % (chance "
                   f"{metrics['steering_chance'] * 100:.1f} %, {metrics['steering_trials']} "
                   f"trials) beside pointing {metrics['pointing'] * 100:.1f} % (chance "
-                  f"{metrics['pointing_chance'] * 100:.1f} %): the words follow where the "
-                  "model looks, not only co-occur with it")
+                  f"{metrics['pointing_chance'] * 100:.1f} %)" + (
+                      ": the words follow where the model looks, not only co-occur with it"
+                      if metrics["steering"] > metrics["steering_chance"] else
+                      ": no better than chance, the words do not follow where it looks"))
     if held_out is not None:
         block = {"pairs": [" ".join(p) for p in world.held_out_pairs], "images": len(held_out)}
         for beam in args.beam_size:

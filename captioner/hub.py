@@ -290,7 +290,8 @@ POINTING_GAME = (
 STEERING = (
     "**Steering**: at the colour word of a named object, attention is forced onto another "
     "object's box; how often the model then says that object's colour (chance: 1 / number of "
-    "colours). The words follow where the model looks, not only co-occur with it.")
+    "colours).")
+STEERING_FOLLOWED = " The words follow where the model looks, not only co-occur with it."
 POINTING_DESIGN = (
     "What made attention point: a ResNet18 cut after stage 2 (local receptive fields, one cell "
     "per 8 pixels), coordinate channels on the feature grid, the attended context fed to the "
@@ -315,8 +316,10 @@ def pointing_note(metrics: dict) -> str:
     if not measured:
         return ""
     pointed = all(m["pointing"] > m["pointing_chance"] for m in measured)
-    steered = any(metrics.get(b, {}).get("steering") is not None for b in BEAMS)
-    return ("\n\n" + POINTING_GAME + ("\n\n" + STEERING if steered else "")
+    steering = [metrics[b] for b in BEAMS if metrics.get(b, {}).get("steering") is not None]
+    followed = steering and all(m["steering"] > m["steering_chance"] for m in steering)
+    return ("\n\n" + POINTING_GAME
+            + ("\n\n" + STEERING + (STEERING_FOLLOWED if followed else "") if steering else "")
             + ("\n\n" + POINTING_DESIGN if pointed else ""))
 
 

@@ -311,3 +311,36 @@ def test_bundled_hard_model_is_hard_and_captions_with_both_readouts():
         caption = caption_images(model, [image], beam_size=3, max_len=20)[0]
         assert caption.tokens and not caption.truncated
     assert "REINFORCE" in (ROOT / "weights" / "hard" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("steering, claimed", [(0.99, True), (0.11, False)])
+def test_follow_claim_only_when_steering_beats_chance(tmp_path, steering, claimed):
+    """A model whose words do not follow a steered gaze (the short hard model: 11.6 % vs 20 %
+    chance) must not be described as one whose words follow where it looks."""
+    from captioner import hub
+
+    cfg = {"dataset": "scenes", "encoder": "resnet18", "encoder_stage": 2, "grid": 8,
+           "output_dir": "runs/x", "push_to_hub": ""}
+    beam = {"bleu4": 50.0, "objects_correct": 0.5, "pointing": 0.5, "pointing_chance": 0.3,
+            "steering": steering, "steering_chance": 0.2}
+    hub.write_model_card(tmp_path, cfg=cfg, metrics={"images": 1, "beam1": beam},
+                         command="c")
+    card = (tmp_path / "README.md").read_text()
+    assert "**Steering**" in card
+    assert ("The words follow where the model looks" in card) == claimed
+
+
+@pytest.mark.parametrize("steering, claimed", [(0.99, True), (0.11, False)])
+def test_evaluate_line_claims_following_only_above_chance(monkeypatch, capsys, tmp_path,
+                                                          make_model, steering, claimed):
+    from captioner import cli, evaluation
+
+    folder = make_model(seed=8).save(tmp_path / "m")
+    monkeypatch.setattr(evaluation, "evaluate_split", lambda *a, **k: {
+        "objects_correct": 0.5, "pointing": 0.5, "pointing_chance": 0.3, "steering": steering,
+        "steering_chance": 0.2, "steering_trials": 10, "examples": []})
+    assert cli.main(["evaluate", "--weights", str(folder), "--data-dir", str(tmp_path),
+                     "--num-scenes", "2", "--beam-size", "1", "--no-faithfulness"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("steering"))
+    assert ("the words follow where the model looks" in line) == claimed
+    assert ("no better than chance" in line) != claimed
