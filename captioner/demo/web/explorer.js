@@ -196,10 +196,10 @@
     function drawWhy() {
       const pct = (p) => (100 * p).toFixed(1) + " %";
       $(".cx-why-title").textContent = "Why \u201c" + why.token + "\u201d (word " + why.word
-        + ", " + why.model + " attention)? p(word) " + pct(why.probability) + "; "
-        + pct(why.probability_without_attended) + " with the attended cells (half the "
-        + "attention) replaced by the background" + (why.steered ? " (the model's own attention "
-        + "here, not your look-here point)" : "") + ".";
+        + ", " + why.model + " attention)? p(word) " + pct(why.probability) + " \u2192 "
+        + pct(why.probability_without_attended) + " when the attended cells (half the "
+        + "attention) are replaced by the background" + (why.steered ? " (the model's own "
+        + "attention here, not your look-here point)" : "") + ".";
       element.querySelectorAll("#why figure").forEach((figure) => {
         const name = figure.dataset.map;
         const values = why[name].map((v) => Math.max(0, v));
@@ -423,6 +423,8 @@
         why = value.why || null;
         if (why) drawWhy();
         select(open || value.word || value.open || 1);
+        // the answer to "why this word?": on a phone it is below the words, out of sight
+        if (why) $("#why").scrollIntoView({ block: "nearest" });
         drawGallery(value);
         // a scene-lab answer on a phone: the lab's button is far below, the caption is not
         if (value.lab && global.innerWidth < 640) document.getElementById("caption")?.scrollIntoView();
