@@ -145,6 +145,18 @@ def test_a_link_to_the_hard_model_keeps_its_settings_and_word(demo, scene, tmp_p
         open_link(demo, [str(example)], parse_link({"model": "gumbel"}))
 
 
+def test_a_lab_scene_switches_with_its_truth(demo):
+    """The switch rebuilds a lab scene from its number: the same scene, the hard model's
+    caption, and the lab's verdict on that caption."""
+    soft = open_link(demo, [], parse_link({"scene": "7", "beam": "1"}))
+    hard = open_link(demo, [], parse_link({"scene": "7", "beam": "1", "model": "hard"}))
+    assert hard.view.explorer["attention_kind"] == "hard"
+    assert hard.view.explorer["lab"]["objects"] == soft.view.explorer["lab"]["objects"]
+    _, expected, truth = demo.using("hard").new_scene(7, 1)
+    assert hard.view.caption == expected.caption and hard.truth == truth
+    assert "Ground truth:" in truth
+
+
 def test_the_hard_companion_is_offered_with_the_bundled_weights_only(tmp_path):
     assert hard_companion(BUNDLED_WEIGHTS) == HARD
     assert hard_companion(str(BUNDLED_WEIGHTS) + "/") == HARD
