@@ -161,19 +161,23 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         """The attention switch moved: the same picture, settings and word with the other
         model. An example or lab scene is rebuilt from the page's link (checked as a shared
         link is); an upload is captioned again."""
-        with ui_errors(4, at=2, keep=True, title="Cannot switch the model") as failed:
+        with ui_errors(5, at=2, keep=True, title="Cannot switch the model") as failed:
             kind = event_field(evt, "kind", str)  # the radio's new value, sent with the event
             word = event_field(evt, "word", int)
             link = parse_link(dict(parse_qsl(event_field(evt, "link", str).lstrip("?"))))
             if {"example", "scene", "compose"} & set(link):
                 link.update(model=kind, beam=beam_size, len=max_len, word=word)
                 opened = open_link(model, examples, link)
-                return (*shown(opened.view), opened.truth)
+                return (*shown(opened.view), opened.truth, card(kind))
             view = model.using(kind).view(image, beam_size, max_len,
                                           source=model.source_of(image))
             view.explorer["word"] = word
-            return fresh(view)
+            return (*fresh(view), card(kind))
         return failed.outputs
+
+    def card(kind):
+        """The "About the model" panel of the model in use."""
+        return model.using(kind).model_markdown()
 
     def reset(image, beam_size, max_len, kind):
         with ui_errors(3, at=2, keep=True) as failed:
@@ -213,16 +217,17 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
     def restore(request: gr.Request):
         """A shared link: the page address names the view (see explorer.js `share`); without
         one the page opens on the first example. Returns image, settings, attention kind,
-        outputs, truth."""
+        outputs, truth, the model's card."""
         query = dict(request.query_params) if request else {}
-        with ui_errors(8, at=6, title="Cannot open this link") as failed:
+        with ui_errors(9, at=6, title="Cannot open this link") as failed:
             link = parse_link(query)
             opened = open_link(model, examples, link)
             kind = model.using(link.get("model")).kind
             if opened.view is None:  # no examples and nothing named: an empty page
-                return (None, opened.beam_size, opened.max_len, kind, "", "", None, "")
+                return (None, opened.beam_size, opened.max_len, kind, "", "", None, "",
+                        card(kind))
             return (opened.picture, opened.beam_size, opened.max_len, kind,
-                    *shown(opened.view), opened.truth)
+                    *shown(opened.view), opened.truth, card(kind))
         return failed.outputs
 
     with gr.Blocks(title="captioner: Show, Attend and Tell", delete_cache=(1800, 3600)) as demo:
@@ -265,7 +270,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                     gr.Markdown(model.explanation())
             with gr.Column(scale=6):
                 with gr.Accordion("About the model", open=True):
-                    gr.Markdown(model.model_markdown(), elem_id="model-info")
+                    info = gr.Markdown(model.model_markdown(), elem_id="model-info")
 
         outputs = [text, details, explorer]
         # preprocess=False: handlers get the raw payload and open it through model.files,
@@ -287,7 +292,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                       api_name="look_ui", api_visibility="undocumented")
         explorer.why(why, inputs=[image, *settings], outputs=outputs, preprocess=False,
                      api_name="why_ui", api_visibility="undocumented")
-        explorer.switch(switch, inputs=[image, *settings], outputs=[*outputs, truth],
+        explorer.switch(switch, inputs=[image, *settings], outputs=[*outputs, truth, info],
                         preprocess=False, api_name="switch_ui", api_visibility="undocumented")
         explorer.reset(reset, inputs=[image, *settings], outputs=outputs,
                        preprocess=False, api_name="reset_ui", api_visibility="undocumented")
@@ -298,7 +303,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
             compose_button.click(compose, inputs=[*settings, *fields],
                                  outputs=[image, *outputs, truth],
                                  api_name="compose_ui", api_visibility="undocumented")
-        demo.load(restore, outputs=[image, beam, max_len, kind, *outputs, truth],
+        demo.load(restore, outputs=[image, beam, max_len, kind, *outputs, truth, info],
                   api_visibility="private")
 
         # The API: gradio_client.Client(url).predict(handle_file(path), 3, 20, api_name="/caption")

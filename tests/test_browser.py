@@ -562,6 +562,7 @@ def test_the_attention_switch_recaptions_and_keeps_the_word(browser, app, tmp_pa
     page.wait_for_function("() => new URL(location.href).searchParams.get('example') === '1'")
     wait_for_beam(page, 2)
     soft = page.locator("#caption textarea").input_value()
+    soft_card = page.locator("#model-info").inner_text()
     word = 4
     page.locator(f"#words [data-word='{word}']").click()
     wait_for_word(page, word)
@@ -575,6 +576,8 @@ def test_the_attention_switch_recaptions_and_keeps_the_word(browser, app, tmp_pa
     assert page.locator("#caption textarea").input_value() == hard
     assert shown_word(page) == word and "beam 2 " in page.locator("#details").inner_text()
     assert "example=1" in page.url and f"word={word}" in page.url
+    card = page.locator("#model-info").inner_text()  # the hard model's own card
+    assert card != soft_card and re.search(r"Weights:.*\bhard\b", card), card
     page.screenshot(path=str(tmp_path / "hard.png"), full_page=True)
     other, _ = open_page(browser, page.url, PHONE)  # the link opens the hard model
     assert other.locator("#caption textarea").input_value() == hard
@@ -586,4 +589,5 @@ def test_the_attention_switch_recaptions_and_keeps_the_word(browser, app, tmp_pa
     page.wait_for_function("c => document.querySelector('#caption textarea').value === c",
                            arg=soft)
     wait_for_word(page, word)
+    assert page.locator("#model-info").inner_text() == soft_card
     page.context.close()
