@@ -5,6 +5,7 @@
     python app.py --share                  # public gradio.live link
     python app.py --device cuda            # the model on a GPU (default: auto, a GPU if any)
     python app.py --mcp                    # + the API endpoints as MCP tools
+    python app.py --hard-weights DIR       # offer DIR's hard-attention model beside the default
     CAPTIONER_WEIGHTS=owner/repo python app.py
 
 On a Hugging Face Space (app_file: app.py) the module-level `demo` is what gets served. All the
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import gradio as gr
 
@@ -38,6 +40,7 @@ from captioner.demo import (
 )
 from captioner.demo.inputs import short_repr
 from captioner.demo.link import open_link, parse_link
+from captioner.demo.why import hard_companion
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
 from captioner.preprocess import ImageError
 from captioner.scenes import COLORS, SHAPES, SIZES
@@ -107,77 +110,124 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         """A new picture's outputs: no scene-lab verdict any more."""
         return (*shown(view), "")
 
-    def caption(image, beam_size, max_len):
+    # `kind` (every handler's last input): the attention switch, "soft" or "hard"
+    def caption(image, beam_size, max_len, kind):
         with ui_errors(4, at=2) as failed:
-            return fresh(model.view(image, beam_size, max_len, source=model.source_of(image)))
+            view = model.using(kind).view(image, beam_size, max_len,
+                                          source=model.source_of(image))
+            return fresh(view)
         return failed.outputs
 
-    def show_example(number, beam_size, max_len):
+    def show_example(number, beam_size, max_len, kind):
         """An example clicked: its picture and caption, with the visitor's own settings."""
         with ui_errors(5, at=3) as failed:
             number = check_int("example", number, 0, len(examples) - 1)
             path = examples[number]
-            view = model.view(path, beam_size, max_len, source={"example": number})
+            view = model.using(kind).view(path, beam_size, max_len, source={"example": number})
             return (path, *fresh(view))
         return failed.outputs
 
-    def pick(image, beam_size, max_len, evt: gr.EventData):
+    def pick(image, beam_size, max_len, kind, evt: gr.EventData):
         """The visitor picked another word: the model writes the rest from there."""
         with ui_errors(3, at=2, keep=True, title="Cannot go on from this word") as failed:
             prefix = event_field(evt, "prefix", str)
-            return shown(model.view(image, beam_size, max_len, prefix=prefix))
+            return shown(model.using(kind).view(image, beam_size, max_len, prefix=prefix))
         return failed.outputs
 
-    def look(image, beam_size, max_len, evt: gr.EventData):
+    def look(image, beam_size, max_len, kind, evt: gr.EventData):
         """The visitor clicked a point for the selected word: the model looks there."""
         with ui_errors(3, at=2, keep=True, title="Cannot look there") as failed:
             where = Look(event_field(evt, "word", int), event_field(evt, "x", float),
                          event_field(evt, "y", float))
             prefix = event_field(evt, "prefix", str)
-            return shown(model.view(image, beam_size, max_len, prefix=prefix, look=where))
+            return shown(model.using(kind).view(image, beam_size, max_len, prefix=prefix,
+                                                look=where))
         return failed.outputs
 
-    def reset(image, beam_size, max_len):
+    def why(image, beam_size, max_len, kind, evt: gr.EventData):
+        """"Why this word?" for the selected word of the caption shown (made again here from
+        the picture, the forced words and the look-here point: nothing else is trusted)."""
+        with ui_errors(3, at=2, keep=True, title="Cannot explain this word") as failed:
+            word, prefix = event_field(evt, "word", int), event_field(evt, "prefix", str)
+            where = None
+            if (getattr(evt, "_data", None) or {}).get("look_word") is not None:
+                where = Look(event_field(evt, "look_word", int),
+                             event_field(evt, "look_x", float), event_field(evt, "look_y", float))
+            return shown(model.using(kind).why_view(image, word, beam_size, max_len,
+                                                    prefix=prefix, look=where))
+        return failed.outputs
+
+    def switch(image, beam_size, max_len, kind, evt: gr.EventData):
+        """The attention switch moved: the same picture, settings and word with the other
+        model. An example or lab scene is rebuilt from the page's link (checked as a shared
+        link is); an upload is captioned again."""
+        with ui_errors(5, at=2, keep=True, title="Cannot switch the model") as failed:
+            kind = event_field(evt, "kind", str)  # the radio's new value, sent with the event
+            word = event_field(evt, "word", int)
+            link = parse_link(dict(parse_qsl(event_field(evt, "link", str).lstrip("?"))))
+            if {"example", "scene", "compose"} & set(link):
+                link.update(model=kind, beam=beam_size, len=max_len, word=word)
+                opened = open_link(model, examples, link)
+                return (*shown(opened.view), opened.truth, card(kind))
+            view = model.using(kind).view(image, beam_size, max_len,
+                                          source=model.source_of(image))
+            view.explorer["word"] = word
+            return (*fresh(view), card(kind))
+        return failed.outputs
+
+    def card(kind):
+        """The "About the model" panel of the model in use."""
+        return model.using(kind).model_markdown()
+
+    def reset(image, beam_size, max_len, kind):
         with ui_errors(3, at=2, keep=True) as failed:
-            return shown(model.view(image, beam_size, max_len))
+            return shown(model.using(kind).view(image, beam_size, max_len))
         return failed.outputs
 
-    def api_caption(image, beam_size, max_len) -> dict:
+    def api_caption(image, beam_size, max_len, kind) -> dict:
         with user_errors():
-            return model.api(image, beam_size, max_len)
+            return model.using(kind).api(image, beam_size, max_len)
 
-    def api_caption_from(image, prefix, beam_size, max_len) -> dict:
+    def api_caption_from(image, prefix, beam_size, max_len, kind) -> dict:
         with user_errors():
-            return model.api(image, beam_size, max_len, prefix=prefix)
+            return model.using(kind).api(image, beam_size, max_len, prefix=prefix)
 
-    def api_look_here(image, word, x, y, beam_size, max_len) -> dict:
+    def api_look_here(image, word, x, y, beam_size, max_len, kind) -> dict:
         with user_errors():
-            return model.api(image, beam_size, max_len, look=Look(word, x, y))
+            return model.using(kind).api(image, beam_size, max_len, look=Look(word, x, y))
 
-    def new_scene(seed, beam_size, max_len):
+    def api_why(image, word, prefix, beam_size, max_len, kind) -> dict:
+        with user_errors():
+            return model.using(kind).why(image, word, beam_size, max_len, prefix=prefix)
+
+    def new_scene(seed, beam_size, max_len, kind):
         with ui_errors(6, at=3, keep=True, title="Cannot make this scene") as failed:
-            picture, view, truth = model.new_scene(seed, beam_size, max_len)
+            picture, view, truth = model.using(kind).new_scene(seed, beam_size, max_len)
             return (picture, *shown(view), truth, int(seed) + 1)
         return failed.outputs
 
-    def compose(beam_size, max_len, *fields):
+    def compose(beam_size, max_len, kind, *fields):
         specs = [{"shape": shape, "color": color, "size": size, "position": (x, y)}
                  for shape, color, size, x, y in zip(*[iter(fields)] * 5) if shape != "none"]
         with ui_errors(5, at=3, keep=True, title="Cannot compose this scene") as failed:
-            picture, view, truth = model.compose(specs, beam_size, max_len)
+            picture, view, truth = model.using(kind).compose(specs, beam_size, max_len)
             return (picture, *shown(view), truth)
         return failed.outputs
 
     def restore(request: gr.Request):
         """A shared link: the page address names the view (see explorer.js `share`); without
-        one the page opens on the first example. Returns image, settings, outputs, truth."""
+        one the page opens on the first example. Returns image, settings, attention kind,
+        outputs, truth, the model's card."""
         query = dict(request.query_params) if request else {}
-        with ui_errors(7, at=5, title="Cannot open this link") as failed:
-            opened = open_link(model, examples, parse_link(query))
+        with ui_errors(9, at=6, title="Cannot open this link") as failed:
+            link = parse_link(query)
+            opened = open_link(model, examples, link)
+            kind = model.using(link.get("model")).kind
             if opened.view is None:  # no examples and nothing named: an empty page
-                return (None, opened.beam_size, opened.max_len, "", "", None, "")
-            return (opened.picture, opened.beam_size, opened.max_len, *shown(opened.view),
-                    opened.truth)
+                return (None, opened.beam_size, opened.max_len, kind, "", "", None, "",
+                        card(kind))
+            return (opened.picture, opened.beam_size, opened.max_len, kind,
+                    *shown(opened.view), opened.truth, card(kind))
         return failed.outputs
 
     with gr.Blocks(title="captioner: Show, Attend and Tell", delete_cache=(1800, 3600)) as demo:
@@ -198,6 +248,11 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                                  info="1 = greedy; more compares more captions", elem_id="beam")
                 max_len = gr.Slider(*MAX_LEN_RANGE, value=DEFAULT_MAX_LEN, step=1,
                                     label="Maximum length", info="in words", elem_id="max-len")
+                # soft <-> hard: explorer.js hears the change and asks for the same view
+                kind = gr.Radio(model.kinds, value=model.kind, label="Attention",
+                                info="soft: a weighted mean of the cells; hard: trained on one "
+                                     "sampled cell (see the model card)",
+                                visible=len(model.kinds) > 1, elem_id="attention-kind")
                 run = gr.Button("Caption", variant="primary", elem_id="run")
                 if examples:
                     gallery = gr.Dataset(
@@ -215,35 +270,40 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                     gr.Markdown(model.explanation())
             with gr.Column(scale=6):
                 with gr.Accordion("About the model", open=True):
-                    gr.Markdown(model.model_markdown(), elem_id="model-info")
+                    info = gr.Markdown(model.model_markdown(), elem_id="model-info")
 
         outputs = [text, details, explorer]
         # preprocess=False: handlers get the raw payload and open it through model.files,
         # which allows only gradio's uploads and the examples (see captioner/demo/inputs.py).
-        gr.on([run.click, image.upload], caption, inputs=[image, beam, max_len],
+        settings = [beam, max_len, kind]
+        gr.on([run.click, image.upload], caption, inputs=[image, *settings],
               outputs=[*outputs, truth], preprocess=False, api_visibility="undocumented",
               api_name="caption_ui")
         # a removed picture takes its caption with it (in the page: no request)
         image.clear(None, outputs=[*outputs, truth], js="() => ['', '', null, '']")
         if examples:
-            gallery.click(show_example, inputs=[gallery, beam, max_len],
+            gallery.click(show_example, inputs=[gallery, *settings],
                           outputs=[image, *outputs, truth], api_name="example_ui",
                           api_visibility="undocumented")
         # Questions asked from the explorer (explorer.js triggers these with their details).
-        explorer.pick(pick, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
+        explorer.pick(pick, inputs=[image, *settings], outputs=outputs, preprocess=False,
                       api_name="pick_ui", api_visibility="undocumented")
-        explorer.look(look, inputs=[image, beam, max_len], outputs=outputs, preprocess=False,
+        explorer.look(look, inputs=[image, *settings], outputs=outputs, preprocess=False,
                       api_name="look_ui", api_visibility="undocumented")
-        explorer.reset(reset, inputs=[image, beam, max_len], outputs=outputs,
+        explorer.why(why, inputs=[image, *settings], outputs=outputs, preprocess=False,
+                     api_name="why_ui", api_visibility="undocumented")
+        explorer.switch(switch, inputs=[image, *settings], outputs=[*outputs, truth, info],
+                        preprocess=False, api_name="switch_ui", api_visibility="undocumented")
+        explorer.reset(reset, inputs=[image, *settings], outputs=outputs,
                        preprocess=False, api_name="reset_ui", api_visibility="undocumented")
         if model.knows_scenes:
-            new.click(new_scene, inputs=[seed, beam, max_len],
+            new.click(new_scene, inputs=[seed, *settings],
                       outputs=[image, *outputs, truth, seed],
                       api_name="new_scene_ui", api_visibility="undocumented")
-            compose_button.click(compose, inputs=[beam, max_len, *fields],
+            compose_button.click(compose, inputs=[*settings, *fields],
                                  outputs=[image, *outputs, truth],
                                  api_name="compose_ui", api_visibility="undocumented")
-        demo.load(restore, outputs=[image, beam, max_len, *outputs, truth],
+        demo.load(restore, outputs=[image, beam, max_len, kind, *outputs, truth, info],
                   api_visibility="private")
 
         # The API: gradio_client.Client(url).predict(handle_file(path), 3, 20, api_name="/caption")
@@ -252,16 +312,19 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
         word = gr.Number(label="word", precision=0, visible=False)
         x, y = gr.Number(label="x", visible=False), gr.Number(label="y", visible=False)
         for fn, inputs, name, description in [
-            (api_caption, [image, beam, max_len], "caption", "Caption an image."),
-            (api_caption_from, [image, prefix, beam, max_len], "caption_from",
+            (api_caption, [image, *settings], "caption", "Caption an image."),
+            (api_caption_from, [image, prefix, *settings], "caption_from",
              "Caption an image that starts with the words `prefix` (e.g. 'a small blue')."),
-            (api_look_here, [image, word, x, y, beam, max_len], "look_here",
+            (api_look_here, [image, word, x, y, *settings], "look_here",
              "Caption an image, making the model look at the point (x, y) (fractions of the "
              "width and height) at word number `word` (1-based)."),
         ]:
             gr.Button(visible=False).click(
                 fn, inputs=inputs, outputs=result, preprocess=False, api_name=name,
-                api_description=description + API_RESULT)
+                api_description=description + API_RESULT + API_KIND)
+        gr.Button(visible=False).click(
+            api_why, inputs=[image, word, prefix, *settings], outputs=result, preprocess=False,
+            api_name="why", api_description=API_WHY + API_KIND)
     demo.queue(default_concurrency_limit=2, max_size=32)
     return demo
 
@@ -276,6 +339,14 @@ API_RESULT = (" Returns JSON: caption, tokens, score (mean log-probability per t
               "alternatives (per token, the top words with their probabilities), gate (per "
               "token, 0-1), beams (every finished hypothesis with its score), truncated, forced, "
               "look, steered, warning (see docs/api.md).")
+
+
+API_KIND = (" `attention`: 'soft' or 'hard', the model to use where the app offers both "
+            "(default: the main model); results name it as attention_kind.")
+API_WHY = ("Why word number `word` (1-based) of the caption of an image (starting with the "
+           "words `prefix`, may be empty): its attention, Grad-CAM and occlusion maps (grid x "
+           "grid, flattened row-major), the attended cells (the fewest holding half the "
+           "attention), and p(word) with and without them (drop). See docs/faithfulness.md.")
 
 
 @contextlib.contextmanager
@@ -376,6 +447,21 @@ def weights_source(arg: str | None = None) -> str:
     return arg or os.environ.get("CAPTIONER_WEIGHTS") or str(BUNDLED_WEIGHTS)
 
 
+def load_pair_or_exit(source: str, hard: str | None = None,
+                      device: str | None = "auto") -> Demo:
+    """The model, and beside it the hard-attention model `hard` (default: the bundled
+    weights/hard/ when `source` is the bundled weights) for the page's soft <-> hard switch."""
+    model = load_or_exit(source, device)
+    hard = hard or hard_companion(source)
+    if hard is not None:
+        try:
+            model.pair(load_or_exit(str(hard), device))
+        except ValueError as e:  # e.g. --hard-weights naming a soft model
+            print(f"captioner app: --hard-weights: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return model
+
+
 def load_or_exit(source: str, device: str | None = "auto") -> Demo:
     """Load the model or stop with a message that names the problem (never random weights)."""
     try:
@@ -398,13 +484,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="model folder or Hugging Face Hub repo id "
                         "(default: $CAPTIONER_WEIGHTS, else the bundled weights/ folder)")
+    parser.add_argument("--hard-weights", default=os.environ.get("CAPTIONER_HARD_WEIGHTS"),
+                        help="a hard-attention model folder or Hub repo id offered beside the "
+                             "main one (default: the bundled weights/hard/ with the bundled "
+                             "weights, else none)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--server-name", default=None,
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--server-port", type=int, default=None, help="port (default 7860)")
     parser.add_argument("--mcp", action="store_true",
-                        help="also serve the API endpoints (caption, caption_from, look_here) as "
-                             "MCP tools (Model Context Protocol) at /gradio_api/mcp/")
+                        help="also serve the API endpoints (caption, caption_from, look_here, "
+                             "why) as MCP tools (Model Context Protocol) at /gradio_api/mcp/")
     parser.add_argument("--device", default=os.environ.get("CAPTIONER_DEVICE", "auto"),
                         help=f"where the model runs: {DEVICE_CHOICES} (default: $CAPTIONER_DEVICE,"
                              " else auto = a CUDA GPU when there is one)")
@@ -425,7 +515,9 @@ def __getattr__(name: str):
     importing this module stays cheap and never loads weights by itself."""
     if name == "demo":
         global demo
-        demo = build_app(load_or_exit(weights_source(), os.environ.get("CAPTIONER_DEVICE")))
+        demo = build_app(load_pair_or_exit(weights_source(),
+                                           os.environ.get("CAPTIONER_HARD_WEIGHTS"),
+                                           os.environ.get("CAPTIONER_DEVICE")))
         return demo
     raise AttributeError(name)
 
@@ -450,7 +542,8 @@ def main(argv=None) -> None:
             "--server-port, or stop the program using it.")
     if port_taken(args.server_name, args.server_port):
         raise SystemExit(busy)
-    app = build_app(load_or_exit(weights_source(args.weights), args.device))
+    app = build_app(load_pair_or_exit(weights_source(args.weights), args.hard_weights,
+                                      args.device))
     try:
         launch(app, share=args.share, server_name=args.server_name,
                server_port=args.server_port, mcp_server=args.mcp)

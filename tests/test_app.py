@@ -39,8 +39,10 @@ def tiny_model_dir(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running_app(folder: Path, weights: str | Path | None = None):
-    """Serve the app on 127.0.0.1; yields (url, example paths)."""
+def running_app(folder: Path, weights: str | Path | None = None,
+                hard: str | Path | None = None):
+    """Serve the app on 127.0.0.1 (with `hard`: that hard-attention model beside it, for the
+    switch); yields (url, example paths)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = weights or tiny_model_dir(folder / "model")
     examples = []
@@ -48,7 +50,10 @@ def running_app(folder: Path, weights: str | Path | None = None):
         path = folder / f"scene-{i + 1}.png"
         render_scene(np.random.default_rng(20261125 + i), 256).image.save(path)
         examples.append(str(path))
-    blocks = app_module.build_app(Demo.load(str(weights)), examples=examples)
+    model = Demo.load(str(weights))
+    if hard is not None:
+        model.pair(Demo.load(str(hard)))
+    blocks = app_module.build_app(model, examples=examples)
     _, url, _ = app_module.launch(blocks, prevent_thread_lock=True, quiet=True,
                                   server_name="127.0.0.1", server_port=free_port())
     try:
@@ -75,12 +80,14 @@ def test_caption_endpoint(served):
     assert np.allclose(attention.sum(axis=(1, 2)), 1, atol=1e-3)
 
 
-def test_only_the_three_api_endpoints_are_documented(served):
+def test_only_the_four_api_endpoints_are_documented(served):
     client, _ = served
     named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert list(named) == ["/caption", "/caption_from", "/look_here"]
+    assert list(named) == ["/caption", "/caption_from", "/look_here", "/why"]
     look = [p["label"] for p in named["/look_here"]["parameters"]]
-    assert look == ["Image", "word", "x", "y", "Beam size", "Maximum length"]
+    assert look == ["Image", "word", "x", "y", "Beam size", "Maximum length", "Attention"]
+    why = [p["label"] for p in named["/why"]["parameters"]]
+    assert why == ["Image", "word", "prefix", "Beam size", "Maximum length", "Attention"]
     assert [r["label"] for r in named["/caption"]["returns"]] == ["result"]
 
 
@@ -96,10 +103,26 @@ def test_caption_from_and_look_here_endpoints(served):
         client.predict(upload, "a zebra", 2, 6, api_name="/caption_from")
 
 
+def test_why_endpoint(served):
+    """Word 2 of the caption starting "a red": its three maps over the 8x8 grid, the
+    caption's own attention among them; a word past the caption's end is one clear error."""
+    client, examples = served
+    upload = gradio_client.handle_file(examples[0])
+    own = client.predict(upload, "a red", 2, 6, api_name="/caption_from")
+    why = client.predict(upload, 2, "a red", 2, 6, api_name="/why")
+    assert why["token"] == "red" and why["word"] == 2 and why["model"] == "soft"
+    assert why["caption"] == own["caption"]
+    np.testing.assert_allclose(why["attention"], np.ravel(own["attention"][1]), atol=1e-4)
+    assert len(why["gradcam"]) == len(why["occlusion"]) == 64
+    with pytest.raises(gradio_client.exceptions.AppError, match="word must be a whole number "
+                       f"from 1 to {len(own['tokens'])}, got 40"):
+        client.predict(upload, 40, "a red", 2, 6, api_name="/why")
+
+
 def test_ui_handler_returns_caption_details_and_the_explorer_payload(served):
     client, examples = served
     text, details, explorer, truth = client.predict(
-        gradio_client.handle_file(examples[1]), 2, 6, api_name="/caption_ui")
+        gradio_client.handle_file(examples[1]), 2, 6, "soft", api_name="/caption_ui")
     assert truth == ""  # a new picture: no scene-lab verdict left from the last one
     assert explorer["tokens"] == text.split() and "beam 2" in details
     assert np.asarray(explorer["attention"]).shape == (len(explorer["tokens"]), 8 * 8)
@@ -110,11 +133,12 @@ def test_an_example_click_uses_the_settings_and_checks_the_number(served):
     """The page's example handler: the example's picture and its caption at the visitor's
     beam and length; a number that names no example is a message, not a picture."""
     client, examples = served
-    picture, text, details, explorer, truth = client.predict(1, 2, 5, api_name="/example_ui")
+    picture, text, details, explorer, truth = client.predict(1, 2, 5, "soft",
+                                                             api_name="/example_ui")
     assert explorer["beam_size"] == 2 and explorer["max_len"] == 5 and "beam 2" in details
     assert explorer["source"] == {"example": 1} and text.split() == explorer["tokens"]
     for bad in (2, -1):
-        _, text, _, explorer, _ = client.predict(bad, 2, 5, api_name="/example_ui")
+        _, text, _, explorer, _ = client.predict(bad, 2, 5, "soft", api_name="/example_ui")
         assert text == "" and "example must be a whole number from 0 to 1" in explorer["error"]
 
 
@@ -139,9 +163,11 @@ def private_files(folder: Path) -> list[Path]:
     return paths
 
 
-@pytest.mark.parametrize("api_name, settings", [("caption", [2, 8]), ("caption_ui", [2, 8]),
-                                               ("caption_from", ["a", 2, 8]),
-                                               ("look_here", [1, 0.5, 0.5, 2, 8])])
+@pytest.mark.parametrize("api_name, settings", [("caption", [2, 8, "soft"]),
+                                               ("caption_ui", [2, 8, "soft"]),
+                                               ("caption_from", ["a", 2, 8, "soft"]),
+                                               ("look_here", [1, 0.5, 0.5, 2, 8, "soft"]),
+                                               ("why", [1, "", 2, 8, "soft"])])
 def test_no_endpoint_opens_a_file_the_client_names(served, tmp_path, api_name, settings):
     """Raw HTTP and gradio_client, with and without gradio's FileData marker: a path outside
     the uploads is never opened, and the reply cannot tell which of the files exist."""
@@ -204,7 +230,8 @@ def test_mcp_flag_serves_the_api_endpoints_as_tools(tmp_path):
         tools = httpx.get(f"{url}gradio_api/mcp/schema", timeout=30).json()
     finally:
         blocks.close()
-    assert [t["meta"]["endpoint_name"] for t in tools] == ["caption", "caption_from", "look_here"]
+    assert [t["meta"]["endpoint_name"] for t in tools] == ["caption", "caption_from", "look_here",
+                                                                  "why"]
 
 
 def test_what_the_explorer_sends_is_checked():

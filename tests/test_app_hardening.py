@@ -66,7 +66,8 @@ def test_twenty_concurrent_users_get_their_own_answers(tmp_path):
             client = gradio_client.Client(url, verbose=False)
             upload = gradio_client.handle_file(str(images[i]))
             api = client.predict(upload, 2, 16, api_name="/caption")
-            _, _, explorer, _ = client.predict(upload, 2, 16, api_name="/caption_ui")
+            _, _, explorer, _ = client.predict(upload, 2, 16, "soft",
+                                           api_name="/caption_ui")
             return api, explorer
 
         started = time.monotonic()

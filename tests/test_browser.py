@@ -22,6 +22,7 @@ from PIL import Image
 
 from benchmarks.network import CHROMIUM, CHROMIUM_ARGS, Traffic
 from captioner.demo import DEFAULT_MAX_LEN, Demo
+from captioner.demo.why import hard_companion
 from captioner.hub import BUNDLED_WEIGHTS
 from captioner.scenes import render_scene
 from captioner.visualize import attention_overlay, upsample_attention
@@ -55,7 +56,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("browser-app"), weights()) as (url, examples):
+    # with the bundled weights, the bundled hard model beside them (the attention switch)
+    with running_app(tmp_path_factory.mktemp("browser-app"), weights(),
+                     hard_companion(weights())) as (url, examples):
         yield url, examples
 
 
@@ -490,4 +493,101 @@ def test_a_photo_gets_an_alert_carried_onto_the_downloaded_grid(browser, app):
     assert amber > 100, amber
     caption_after_upload(page, app[1][0])  # a scene: no alert any more
     assert alert.is_hidden() and "cx-unsure" not in page.locator("#caption").get_attribute("class")
+    page.context.close()
+
+
+def why_pixels(page, name: str) -> np.ndarray:
+    url = page.evaluate("n => document.querySelector(`#why [data-map=${n}] canvas`)"
+                        ".toDataURL('image/png')", name)
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def joins(traffic) -> list[str]:
+    """The page's questions to the server (one gradio queue join per event)."""
+    return [u for u in traffic.requests if "/queue/join" in u]
+
+
+@pytest.mark.parametrize("device, name", [(DESKTOP, "desktop"), (PHONE, "phone")])
+def test_why_this_word_draws_three_maps_with_one_request(browser, app, tmp_path, device, name):
+    """At a colour word: one request brings back the same caption with three maps, drawn side
+    by side like the heatmap; the attention one is the heatmap itself, the other two differ.
+    Another word hides them (they explain one word), coming back shows them again."""
+    url, _ = app
+    page, traffic = open_page(browser, url, device)
+    words = page.locator("#caption textarea").input_value().split()
+    word = next(i for i, w in enumerate(words) if w in ("red", "green")) + 1
+    page.locator(f"#words [data-word='{word}']").click()
+    wait_for_word(page, word)
+    heat = canvas_pixels(page)
+    asked = len(joins(traffic))
+    page.locator(".cx-why").click()
+    page.wait_for_function("() => Number(document.querySelector('#why').dataset.drawn) > 0")
+    page.wait_for_timeout(500)  # anything late would be counted too
+    assert len(joins(traffic)) == asked + 1
+    assert page.locator("#why").is_visible() and shown_word(page) == word
+    assert page.locator("#caption textarea").input_value().split() == words
+    maps = {m: why_pixels(page, m) for m in ("attention", "gradcam", "occlusion")}
+    assert np.array_equal(maps["attention"], canvas_pixels(page))  # the same drawing
+    assert np.array_equal(maps["attention"], heat)
+    for a, b in (("attention", "gradcam"), ("attention", "occlusion"), ("gradcam", "occlusion")):
+        assert np.abs(maps[a] - maps[b]).mean() > 1, (a, b)
+    title = page.locator(".cx-why-title").inner_text()
+    assert f"word {word}" in title and words[word - 1] in title and "p(word)" in title
+    shown = [page.locator(f"#why [data-map={m}] canvas").bounding_box()
+             for m in ("attention", "gradcam", "occlusion")]
+    assert shown[0]["x"] < shown[1]["x"] < shown[2]["x"]  # side by side
+    assert shown[0]["y"] == shown[1]["y"] == shown[2]["y"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= device["viewport"]["width"]
+    page.locator("#why").scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / f"why-{name}.png"))
+    page.screenshot(path=str(tmp_path / f"why-{name}-full.png"), full_page=True)
+    shutil.copy(tmp_path / f"why-{name}.png", f"/tmp/captioner-why-{name}.png")
+    page.locator(f"#words [data-word='{word + 1}']").click()
+    wait_for_word(page, word + 1)
+    assert page.locator("#why").is_hidden()
+    page.locator(f"#words [data-word='{word}']").click()
+    wait_for_word(page, word)
+    assert page.locator("#why").is_visible()
+    page.context.close()
+
+
+def test_the_attention_switch_recaptions_and_keeps_the_word(browser, app, tmp_path):
+    """Example 2 at beam 2, a word selected: "hard" gives the hard model's caption of the same
+    picture at the same settings and word, the link records it, and "soft" comes back."""
+    url, examples = app
+    page, _ = open_page(browser, url)
+    set_setting(page, "#beam", 2)
+    page.locator("#examples button.gallery-item").nth(1).click()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('example') === '1'")
+    wait_for_beam(page, 2)
+    soft = page.locator("#caption textarea").input_value()
+    soft_card = page.locator("#model-info").inner_text()
+    word = 4
+    page.locator(f"#words [data-word='{word}']").click()
+    wait_for_word(page, word)
+    page.locator("#attention-kind label", has_text="hard").click()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('model') === 'hard'")
+    page.wait_for_function("() => document.querySelector('.cx-status').textContent === ''")
+    model = Demo.load(hard_companion(weights()))
+    model.allow_files([examples[1]])
+    hard = model.view(examples[1], 2, DEFAULT_MAX_LEN).caption
+    assert hard != soft  # else this test could not tell the models apart
+    assert page.locator("#caption textarea").input_value() == hard
+    assert shown_word(page) == word and "beam 2 " in page.locator("#details").inner_text()
+    assert "example=1" in page.url and f"word={word}" in page.url
+    card = page.locator("#model-info").inner_text()  # the hard model's own card
+    assert card != soft_card and re.search(r"Weights:.*\bhard\b", card), card
+    page.screenshot(path=str(tmp_path / "hard.png"), full_page=True)
+    other, _ = open_page(browser, page.url, PHONE)  # the link opens the hard model
+    assert other.locator("#caption textarea").input_value() == hard
+    assert other.locator("#attention-kind input[value=hard]").is_checked()
+    assert shown_word(other) == word
+    other.screenshot(path=str(tmp_path / "hard-phone.png"), full_page=True)
+    other.context.close()
+    page.locator("#attention-kind label", has_text="soft").click()
+    page.wait_for_function("c => document.querySelector('#caption textarea').value === c",
+                           arg=soft)
+    wait_for_word(page, word)
+    assert page.locator("#model-info").inner_text() == soft_card
     page.context.close()

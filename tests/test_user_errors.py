@@ -269,6 +269,14 @@ def test_app_on_a_busy_port_says_server_port_before_loading_anything(tmp_path):
     assert len(err.splitlines()) == 1 and "launch()" not in err and "weights" not in err
 
 
+def test_app_hard_weights_naming_a_soft_model_is_one_line(tmp_path, saved_model_dir):
+    """--hard-weights must name a hard-attention model: two soft ones cannot be switched."""
+    result = run([ROOT / "app.py", "--weights", saved_model_dir, "--hard-weights",
+                  saved_model_dir, "--server-port", free_port()], tmp_path, timeout=180)
+    err = refused(result, "--hard-weights", "both models have soft attention")
+    assert len(err.splitlines()) == 1, err
+
+
 @pytest.mark.slow
 def test_visitor_mistakes_are_clear_messages_and_one_log_line(tmp_path, saved_model_dir):
     """The real app as a server; an API client sends what a careless script would."""

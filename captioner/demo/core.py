@@ -22,8 +22,17 @@ from PIL import Image
 
 from captioner import lab
 from captioner.decoding import Caption, Guide, caption_images, point_map
-from captioner.demo.inputs import ClientFiles, check_int, check_request, image_source, load_input
+from captioner.demo.inputs import (
+    ClientFiles,
+    check_int,
+    check_request,
+    image_source,
+    load_input,
+    short_repr,
+)
 from captioner.demo.model_info import ModelInfo
+from captioner.demo.why import why_payload
+from captioner.faithfulness import explain_word
 from captioner.familiarity import trained_on_scenes, unfamiliar_warning
 from captioner.hub import BUNDLED_WEIGHTS, load_model, resolve_model_dir
 from captioner.model import Captioner
@@ -276,6 +285,37 @@ class Demo:
         self.cell_centres = model.encoder.cell_centres()
         self.files = files or ClientFiles()
         self.example_digests: dict[str, int] = {}  # sha256 of an example's bytes -> its number
+        self.companions: dict[str, Demo] = {self.kind: self}  # attention kind -> model
+
+    @property
+    def kind(self) -> str:
+        """The model's attention: "soft" or "hard"."""
+        return self.model.config.attention
+
+    @property
+    def kinds(self) -> list[str]:
+        """The attention kinds the visitor can switch between (one, or soft and hard)."""
+        return list(self.companions)
+
+    def pair(self, other: Demo) -> None:
+        """Offer `other` (a model with the other attention kind) beside this one."""
+        if other.kind == self.kind:
+            raise ValueError(f"both models have {self.kind} attention: the switch needs one "
+                             "soft and one hard model")
+        self.companions[other.kind] = other
+        other.companions = self.companions  # each offers the same switch
+
+    def using(self, kind: str | None) -> Demo:
+        """The model with attention `kind` (None or "": this one), sharing what clients may
+        open. A kind not offered is a ValueError (a client could send anything)."""
+        if kind in (None, ""):
+            return self
+        if kind not in self.companions:
+            raise ValueError(f"attention must be one of {', '.join(self.kinds)}, "
+                             f"got {short_repr(kind)}")
+        other = self.companions[kind]
+        other.files, other.example_digests = self.files, self.example_digests
+        return other
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | None = "auto") -> Demo:
@@ -342,7 +382,7 @@ class Demo:
         """The API endpoints: JSON with caption, tokens, score, attention maps and what can be
         questioned. `payload` comes from a client: only uploaded or shipped files are opened."""
         result = self.caption(self.files.open(payload), beam_size, max_len, prefix, look)
-        return api_payload(result, self.cell_centres)
+        return {**api_payload(result, self.cell_centres), "attention_kind": self.kind}
 
     def view(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN, prefix: str = "",
              look: Look | None = None, source: dict | None = None) -> View:
@@ -353,8 +393,39 @@ class Demo:
         return self._view(result)
 
     def _view(self, result: Result) -> View:
-        return View(result.text or EMPTY_CAPTION, describe_score(result),
-                    explorer_payload(result, self.cell_centres))
+        explorer = {**explorer_payload(result, self.cell_centres), "attention_kind": self.kind,
+                    "kinds": self.kinds}
+        return View(result.text or EMPTY_CAPTION, describe_score(result), explorer)
+
+    # --- "why this word?" (see why.py) ---
+
+    def why(self, payload, word, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN,
+            prefix: str = "", look: Look | None = None) -> dict:
+        """The API's "why": for word number `word` (1-based) of the caption these settings
+        give, its attention, Grad-CAM and occlusion maps and p(word) without the attended
+        cells. The caption is made again here from the client's (checked) image, never taken
+        from the client."""
+        return self._why(self.files.open(payload), word, beam_size, max_len, prefix, look)[1]
+
+    def why_view(self, payload, word, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN,
+                 prefix: str = "", look: Look | None = None) -> View:
+        """The page's "why": the same caption's view, opened at `word`, with its
+        explanation (`explorer["why"]`) for the explorer to draw."""
+        result, why = self._why(self.files.open(payload), word, beam_size, max_len, prefix,
+                                look)
+        view = self._view(result)
+        view.explorer.update(why=why, word=why["word"])
+        return view
+
+    def _why(self, image: Image.Image, word, beam_size, max_len, prefix,
+             look) -> tuple[Result, dict]:
+        result = self.caption(image, beam_size, max_len, prefix, look)
+        if not result.tokens:
+            raise ValueError("the caption has no words to explain")
+        word = check_int("word", word, 1, len(result.tokens))
+        explanation = explain_word(self.model, image, result.tokens, word - 1)
+        steered = bool(result.look and result.look.word == word)
+        return result, why_payload(explanation, result.tokens, word, self.kind, steered)
 
     # --- the scene lab (models trained on generated scenes) ---
 

@@ -1,5 +1,6 @@
 """The page's shareable link. explorer.js records the view in the page address (example or lab
-scene and seed, beam, length, forced words, look-here point, selected word); when a page opens,
+scene and seed, beam, length, forced words, look-here point, selected word, and the model's
+attention kind where the app offers soft and hard); when a page opens,
 `parse_link` checks those fields one by one and `open_link` rebuilds the same view. Uploads are
 never named in a link: a picture is shared only as an example or a lab scene."""
 
@@ -30,6 +31,8 @@ def parse_link(query: Mapping) -> dict:
             link[name] = number(name)
     if query.get("prefix"):
         link["prefix"] = str(query["prefix"])
+    if query.get("model"):  # checked against the models offered by `open_link`
+        link["model"] = str(query["model"])
     if query.get("look"):
         parts = str(query["look"]).split(",")
         try:
@@ -66,6 +69,7 @@ class Opened:
 def open_link(model: Demo, examples: list[str], link: dict) -> Opened:
     """The view a parsed link names; without one, the first example. Bad values raise
     ValueError with a message for the visitor."""
+    model = model.using(link.get("model"))  # the soft or hard model the link names
     beam_size, max_len = link.get("beam", DEFAULT_BEAM), link.get("len", DEFAULT_MAX_LEN)
     steer = {"prefix": link.get("prefix", ""), "look": link.get("look")}
     if "scene" in link or "compose" in link:

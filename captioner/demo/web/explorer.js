@@ -22,7 +22,13 @@
  * compares these pixels with the server's.
  *
  * The page address records the view (example or lab scene, settings, forced words, look-here
- * point, selected word): app.py's `restore` rebuilds it from a shared link.
+ * point, selected word, soft or hard model): app.py's `restore` rebuilds it from a shared link.
+ *
+ * "Why this word?" asks the server once for the selected word's three maps (attention, Grad-CAM,
+ * occlusion; captioner/demo/why.py); they come back with the same caption (`why`) and are drawn
+ * here side by side with the same `heatmap` and `blend` as the attention. Where the app offers
+ * a soft and a hard model, moving the page's "Attention" radio asks for the same view with the
+ * other model ("switch"), at the same word.
  */
 (function (global) {
   "use strict";
@@ -102,6 +108,8 @@
     let painted = 0;      // paints so far (tests and benchmarks read #heatmap's data-painted)
     let pending = null;   // the word the visitor changed: shown again when the answer comes
     let source = null;    // what the shown picture is, for the page address (null: an upload)
+    let why = null;       // the server's "why this word?" for the caption shown, if asked
+    let whyDrawn = 0;     // explanations drawn so far (tests read #why's data-drawn)
 
     const $ = (selector) => element.querySelector(selector);
 
@@ -131,6 +139,7 @@
       canvas.getContext("2d").putImageData(cache[current], 0, 0);
       drawMarks(canvas.getContext("2d"));
       showAlternatives();
+      $("#why").hidden = !why || why.word !== current;  // it explains one word only
       const slider = $("#word-slider input[type=range]");
       if (Number(slider.value) !== current) slider.value = String(current);
       $("#word-slider .cx-position").textContent = current + " / " + data.tokens.length;
@@ -178,6 +187,32 @@
         ctx.moveTo(x - 2 * r, y); ctx.lineTo(x + 2 * r, y);
         ctx.moveTo(x, y - 2 * r); ctx.lineTo(x, y + 2 * r); ctx.stroke();
       }
+    }
+
+    /** Draw "why this word?": each map over the picture exactly as a word's attention (the same
+     * interpolation, scaling to its own peak and dimming). Grad-CAM is >= 0 already; occlusion
+     * is a drop in log p(word) and can be negative (removing the cell *helped* the word): only
+     * the drops are drawn, a map with none leaves the picture dimmed. */
+    function drawWhy() {
+      const pct = (p) => (100 * p).toFixed(1) + " %";
+      $(".cx-why-title").textContent = "Why \u201c" + why.token + "\u201d (word " + why.word
+        + ", " + why.model + " attention)? p(word) " + pct(why.probability) + " \u2192 "
+        + pct(why.probability_without_attended) + " when the attended cells (half the "
+        + "attention) are replaced by the background" + (why.steered ? " (the model's own "
+        + "attention here, not your look-here point)" : "") + ".";
+      element.querySelectorAll("#why figure").forEach((figure) => {
+        const name = figure.dataset.map;
+        const values = why[name].map((v) => Math.max(0, v));
+        const c = figure.querySelector("canvas");
+        c.width = data.width; c.height = data.height;
+        const out = new ImageData(data.width, data.height);
+        blend(pixels, heatmap(values, why.grid, data.width, data.height, data.centres),
+              props.floor, out.data);
+        c.getContext("2d").putImageData(out, 0, 0);
+        figure.querySelector("figcaption span").textContent = why.notes[name];
+      });
+      whyDrawn += 1;
+      $("#why").dataset.drawn = String(whyDrawn);
     }
 
     /** The selected word's alternatives: the top words of the distribution it was chosen from.
@@ -250,7 +285,10 @@
       $(".cx-empty").textContent = message;
       $(".cx-download").disabled = true;
       $(".cx-look").disabled = true;
+      $(".cx-why").disabled = true;
       $(".cx-share").disabled = true;
+      why = null;
+      $("#why").hidden = true;
       warn(null);
     }
 
@@ -284,6 +322,7 @@
       q.set("len", String(data.max_len));
       if (data.forced) q.set("prefix", data.tokens.slice(0, data.forced).join(" "));
       if (data.look) q.set("look", [data.look.word, data.look.x.toFixed(3), data.look.y.toFixed(3)].join(","));
+      if ((data.kinds || []).length > 1) q.set("model", data.attention_kind);
       q.set("word", String(current));
       global.history.replaceState(null, "", global.location.pathname + "?" + q.toString());
       button.disabled = false;
@@ -303,7 +342,7 @@
         pending = null;
         return;
       }
-      data = null; pixels = null; cache = []; current = 1;
+      data = null; pixels = null; cache = []; current = 1; why = null;
       const open = pending;
       pending = null;
       if (value && typeof value === "object" && value.error) {  // nothing shown is valid now
@@ -379,8 +418,13 @@
         $(".cx-empty").hidden = true;
         $(".cx-download").disabled = false;
         $(".cx-look").disabled = false;
+        $(".cx-why").disabled = false;
         $(".cx-share").disabled = !source;
+        why = value.why || null;
+        if (why) drawWhy();
         select(open || value.word || value.open || 1);
+        // the answer to "why this word?": on a phone it is below the words, out of sight
+        if (why) $("#why").scrollIntoView({ block: "nearest" });
         drawGallery(value);
         // a scene-lab answer on a phone: the lab's button is far below, the caption is not
         if (value.lab && global.innerWidth < 640) document.getElementById("caption")?.scrollIntoView();
@@ -470,6 +514,13 @@
         ask("pick", { prefix }, "writing the rest after \u201c" + prefix + "\u201d\u2026");
       }
       if (event.target.closest(".cx-reset")) ask("reset", {}, "back to the model's own caption\u2026");
+      if (event.target.closest(".cx-why")) {
+        // the server makes the same caption again from what it was made of (never our words)
+        const details = { word: current, prefix: data.tokens.slice(0, data.forced || 0).join(" ") };
+        if (data.look) Object.assign(details, { look_word: data.look.word, look_x: data.look.x,
+                                                look_y: data.look.y });
+        ask("why", details, "working out why word " + current + "\u2026");
+      }
       if (event.target.closest(".cx-look")) {
         looking = !looking;
         element.classList.toggle("cx-looking", looking);
@@ -492,6 +543,12 @@
       select(Number(event.target.closest("[data-word]").dataset.word) + step);  // from the focused one
       const focus = event.target.closest("#gallery") ? "#gallery" : "#words";
       element.querySelector(focus + ' [data-word="' + current + '"]')?.focus();
+    });
+    // the page's "Attention: soft / hard" radio (app.py) lives outside this component
+    document.addEventListener("change", (event) => {
+      if (!data || !event.target.matches("#attention-kind input[type=radio]")) return;
+      ask("switch", { kind: event.target.value, word: current, link: global.location.search },
+          "captioning with the " + event.target.value + " attention model\u2026");
     });
     watch("value", load);
     load();
