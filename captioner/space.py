@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from captioner.hub import MODEL_FILES, hub_calls, hub_client, looks_like_path, unreachable
+from captioner.hub import (
+    CONFIG_FILE,
+    MODEL_FILES,
+    hub_calls,
+    hub_client,
+    looks_like_path,
+    unreachable,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNED_FOLDERS = ("captioner/", "examples/", "weights/")  # what an update may delete
@@ -50,7 +57,8 @@ def add_deploy_parser(commands) -> None:
 
 def space_files(weights_dir: Path | None) -> dict[str, Path]:
     """path in the Space -> local file: app, package (code and UI assets), requirements,
-    examples and, for a local model, its files under weights/."""
+    examples and, for a local model, its files under weights/ (and a hard-attention companion
+    in its hard/ folder under weights/hard/)."""
     needed = [ROOT / "app.py", ROOT / "requirements.txt", ROOT / "examples"]
     if not all(path.exists() for path in needed):
         raise SystemExit(f"deploy-space runs from a checkout of the repository: app.py, "
@@ -64,9 +72,14 @@ def space_files(weights_dir: Path | None) -> dict[str, Path]:
         if path.is_file():
             files[f"examples/{path.name}"] = path
     if weights_dir is not None:
-        for pattern in MODEL_FILES:
-            for path in weights_dir.glob(pattern):
-                files[f"weights/{path.name}"] = path
+        # a hard-attention model in hard/ beside it is the app's soft/hard switch (demo.why)
+        hard = weights_dir / "hard"
+        folders = {"weights": weights_dir} | ({"weights/hard": hard}
+                                              if (hard / CONFIG_FILE).is_file() else {})
+        for name, folder in folders.items():
+            for pattern in MODEL_FILES:
+                for path in folder.glob(pattern):
+                    files[f"{name}/{path.name}"] = path
     return dict(sorted(files.items()))
 
 

@@ -83,3 +83,24 @@ def test_deploy_needs_a_token(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(SystemExit, match="HF_TOKEN"):
         space.deploy("me/demo", "me/model")
+
+
+def test_deploy_local_weights_with_a_hard_companion(monkeypatch, capsys, saved_model_dir):
+    """A hard-attention model in hard/ beside the weights goes up as weights/hard/ (the app's
+    soft/hard switch); a hard/ folder that holds no model does not."""
+    hard = saved_model_dir / "hard"
+    hard.mkdir()
+    (hard / "README.md").write_text("notes, not a model")
+    _, uploads, _ = deploy(monkeypatch, capsys, "--weights", str(saved_model_dir),
+                           "--dataset", "someone/photos")
+    assert not any(path.startswith("weights/hard/") for path in uploads)
+    for name in ("config.json", "model.safetensors"):
+        (hard / name).write_bytes((saved_model_dir / name).read_bytes())
+    _, uploads, _ = deploy(monkeypatch, capsys, "--weights", str(saved_model_dir),
+                           "--dataset", "someone/photos")
+    assert sorted(uploads) == expected_files(["weights/config.json", "weights/model.safetensors",
+                                              "weights/hard/README.md",
+                                              "weights/hard/config.json",
+                                              "weights/hard/model.safetensors"])
+    assert Path(uploads["weights/hard/model.safetensors"].path_or_fileobj) == \
+        hard / "model.safetensors"
