@@ -1,0 +1,237 @@
+"""What decoding *means*, checked against the model's equations written out by hand: greedy
+takes the most likely word, beams are distinct and scored by their true log-probability, a
+forced word conditions the rest, a look-here map is the attention used. Inputs are random,
+asymmetric features, so a swapped axis or a wrong row shows."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from captioner.decoding import Guide, box_map, decode, greedy, images_to_batch, point_map
+from captioner.hub import BUNDLED_WEIGHTS, load_model
+from captioner.scenes import render_scene, scene_rng
+
+
+def reference_step(model, word: int, h, c, features, override=None):
+    """One decoder step from the paper's equations and the model's raw weights (one image):
+    returns log-probabilities of the next word (pad and start excluded), attention, gate, h, c."""
+    att = model.attention
+    energy = F.linear(torch.tanh(F.linear(features, att.feature_proj.weight, att.feature_proj.bias)
+                                 + F.linear(h, att.hidden_proj.weight, att.hidden_proj.bias)),
+                      att.score.weight, att.score.bias)[:, 0]
+    alpha = torch.exp(energy - energy.max())
+    alpha = alpha / alpha.sum()
+    if override is not None:
+        alpha = torch.as_tensor(override, dtype=torch.float32).reshape(-1)
+        alpha = alpha / alpha.sum()
+    context = (alpha[:, None] * features).sum(0)
+    gate = torch.sigmoid(F.linear(h, model.gate.weight, model.gate.bias))
+    context = gate * context
+    x = torch.cat([model.embedding.weight[word], context])
+    lstm = model.lstm
+    z = F.linear(x, lstm.weight_ih, lstm.bias_ih) + F.linear(h, lstm.weight_hh, lstm.bias_hh)
+    i, f, g, o = z.chunk(4)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    logits = F.linear(torch.cat([h, context]), model.classifier.weight, model.classifier.bias)
+    logp = logits - torch.logsumexp(logits, 0)
+    logp[[model.vocab.pad_id, model.vocab.start_id]] = -np.inf
+    return logp, alpha, gate, h, c
+
+
+@torch.no_grad()
+def replay(model, features, words, overrides=None):
+    """Feed `words` (then <end> if absent) one by one through `reference_step`; returns per
+    step (log-probabilities, attention, gate) and the total log-probability of the sequence."""
+    vocab = model.vocab
+    mean = features.mean(0)
+    h, c = torch.tanh(model.init_h(mean)), torch.tanh(model.init_c(mean))
+    ids = [vocab.index[w] for w in words]
+    previous, steps, total = vocab.start_id, [], 0.0
+    for t, word in enumerate(ids):
+        logp, alpha, gate, h, c = reference_step(model, previous, h, c, features,
+                                                 (overrides or {}).get(t))
+        steps.append((logp, alpha, gate))
+        total += logp[word].item()
+        previous = word
+    return steps, total
+
+
+@torch.no_grad()
+def random_features(model, n=3, seed=1):
+    """Asymmetric features straight from the encoder of random images."""
+    g = torch.Generator().manual_seed(seed)
+    size = model.config.image_size
+    return model.encode(torch.randn(n, 3, size, size, generator=g) * 2)
+
+
+@pytest.fixture
+def peaky(make_model):
+    """A tiny model with a sharp classifier, so decisions are clear of float noise."""
+    model = make_model(seed=5)
+    with torch.no_grad():
+        model.classifier.weight.mul_(6)
+        model.classifier.bias.normal_(0, 2, generator=torch.Generator().manual_seed(0))
+    return model
+
+
+@torch.no_grad()
+def test_model_step_is_the_attend_gate_lstm_equations(peaky):
+    model, features = peaky, random_features(peaky)
+    state, projected = model.init_state(features)
+    words = torch.tensor([4, 7, 9])
+    logits, new, alpha, gate = model.step(words, state, features, projected)
+    for b in range(3):
+        logp, ref_alpha, ref_gate, h, c = reference_step(model, words[b].item(), state.h[b],
+                                                         state.c[b], features[b])
+        want = logits[b].log_softmax(0)
+        keep = torch.isfinite(logp)
+        assert torch.allclose(want[keep], logp[keep], atol=1e-5)
+        assert torch.allclose(alpha[b], ref_alpha, atol=1e-6)
+        assert torch.allclose(gate[b], ref_gate, atol=1e-6)
+        assert torch.allclose(new.h[b], h, atol=1e-5) and torch.allclose(new.c[b], c, atol=1e-5)
+
+
+@torch.no_grad()
+def test_teacher_forcing_and_loss_follow_the_same_equations(peaky):
+    model, features = peaky, random_features(peaky, n=2)
+    vocab = model.vocab
+    sentences = [["red", "circle", "on", "the", "left"], ["a", "blue", "square"]]
+    rows = [[vocab.start_id, *[vocab.index[w] for w in s], vocab.end_id] for s in sentences]
+    width = max(map(len, rows))
+    captions = torch.tensor([r + [vocab.pad_id] * (width - len(r)) for r in rows])
+    logits, alphas = model(features, captions)
+    loss, ce = model.loss(features, captions, attention_penalty=0.7)
+    nll, tokens, penalty = 0.0, 0, 0.0
+    for b, sentence in enumerate(sentences):
+        steps, total = replay(model, features[b], [*sentence, "<end>"])
+        nll -= total
+        tokens += len(steps)
+        coverage = torch.zeros(alphas.shape[2])
+        for t, (logp, alpha, _) in enumerate(steps):
+            assert torch.allclose(alphas[b, t], alpha, atol=1e-6)
+            keep = torch.isfinite(logp)
+            assert torch.allclose(logits[b, t].log_softmax(0)[keep], logp[keep], atol=1e-4)
+            coverage += alpha
+        penalty += ((1 - coverage) ** 2).sum().item()
+    assert ce.item() == pytest.approx(nll / tokens, rel=1e-4)
+    cells = alphas.shape[2]
+    assert loss.item() == pytest.approx(nll / tokens + 0.7 * penalty / 2 / cells, rel=1e-4)
+
+
+def check_against_reference(model, features, caption, overrides=None, top_k=0):
+    """The caption's words, score, attention, gate and alternatives are what the equations
+    give for those words (length penalty 1: the score is the mean log-probability)."""
+    words = caption.tokens + ([] if caption.truncated else ["<end>"])
+    steps, total = replay(model, features, words, overrides)
+    assert caption.score == pytest.approx(total / len(words), abs=1e-4)
+    for t in range(len(caption.tokens)):
+        logp, alpha, gate = steps[t]
+        assert np.allclose(caption.attention[t].reshape(-1), alpha.numpy(), atol=1e-5)
+        assert caption.gate[t] == pytest.approx(gate.mean().item(), abs=1e-5)
+        if top_k:
+            best = logp.topk(top_k)
+            assert [w for w, _ in caption.alternatives[t]] == \
+                [model.vocab.words[i] for i in best.indices]
+            assert np.allclose([p for _, p in caption.alternatives[t]], best.values.exp(),
+                               atol=1e-5)
+    return steps
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_greedy_takes_the_most_likely_word_each_step(peaky, seed):
+    features = random_features(peaky, seed=seed)
+    for b, caption in enumerate(greedy(peaky, features, max_len=8, top_k=3)):
+        steps = check_against_reference(peaky, features[b], caption, top_k=3)
+        words = caption.tokens + ([] if caption.truncated else ["<end>"])
+        for (logp, _, _), word in zip(steps, words):
+            assert peaky.vocab.words[logp.argmax().item()] == word
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_beams_are_distinct_truly_scored_and_at_least_as_good_as_greedy(peaky, seed):
+    features = random_features(peaky, seed=seed)
+    plain = greedy(peaky, features, max_len=8)
+    for b, caption in enumerate(decode(peaky, features, beam_size=3, max_len=8, top_k=2)):
+        check_against_reference(peaky, features[b], caption, top_k=2)
+        texts = [tuple(tokens) for tokens, _ in caption.beams]
+        assert len(texts) >= 3 and len(set(texts)) == len(texts)
+        assert list(texts[0]) == caption.tokens
+        scores = [score for _, score in caption.beams]
+        assert scores == sorted(scores, reverse=True)
+        for tokens, score in caption.beams:
+            words = tokens if len(tokens) == 8 and tokens[-1:] != ["<end>"] else \
+                [*tokens, "<end>"]
+            _, total = replay(peaky, features[b], words)
+            assert score == pytest.approx(total / len(words), abs=1e-4)
+        assert caption.score >= plain[b].score - 1e-6
+
+
+@pytest.fixture(scope="module")
+def scenes_model():
+    return load_model(BUNDLED_WEIGHTS)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_forced_word_conditions_the_rest_of_the_caption(scenes_model, beam_size):
+    model = scenes_model
+    images = [render_scene(scene_rng(7, "test", i), 64).image for i in range(2)]
+    with torch.no_grad():
+        features = model.encode(images_to_batch(model, images))
+    prefix = ["there", "is"]
+    forced = decode(model, features, beam_size=beam_size, max_len=12, guide=Guide(prefix=prefix))
+    for b, caption in enumerate(forced):
+        assert caption.tokens[:2] == prefix
+        steps = check_against_reference(model, features[b], caption)
+        if beam_size == 1:  # every later word is the most likely one *after the forced words*
+            words = caption.tokens + ([] if caption.truncated else ["<end>"])
+            for (logp, _, _), word in list(zip(steps, words))[2:]:
+                assert model.vocab.words[logp.argmax().item()] == word
+        else:
+            assert all(tokens[:2] == prefix for tokens, _ in caption.beams)
+        # "there is" is followed by an article, as in every training caption
+        assert caption.tokens[2] in ("a", "an")
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_look_here_map_is_the_attention_used_at_that_word_only(peaky, beam_size):
+    features = random_features(peaky, n=2, seed=6)
+    heat = np.zeros((4, 4))
+    heat[3, 0], heat[3, 1] = 3.0, 1.0  # bottom-left, unnormalised, not symmetric
+    guide = Guide(attention={1: heat})
+    for b, caption in enumerate(decode(peaky, features, beam_size=beam_size, max_len=8,
+                                       guide=guide)):
+        assert len(caption.tokens) >= 2
+        assert np.allclose(caption.attention[1], heat / heat.sum(), atol=1e-6)
+        check_against_reference(peaky, features[b], caption, overrides={1: heat})
+
+
+def test_point_map_peaks_at_x_column_and_y_row():
+    centres = np.array([0.125, 0.375, 0.625, 0.875])
+    heat = point_map(centres, x=0.125, y=0.875)  # bottom-left corner cell
+    assert np.unravel_index(heat.argmax(), heat.shape) == (3, 0)
+    assert heat.sum() == pytest.approx(1.0)
+    sigma = 0.125
+    gauss = np.exp(-0.5 * ((centres - 0.125) / sigma) ** 2)
+    gauss_y = np.exp(-0.5 * ((centres - 0.875) / sigma) ** 2)
+    want = np.outer(gauss_y, gauss) / np.outer(gauss_y, gauss).sum()
+    assert np.allclose(heat, want, atol=1e-6)
+    # an explicit sigma is used as given
+    wide = point_map(centres, x=0.375, y=0.125, sigma=0.5)
+    gx = np.exp(-0.5 * ((centres - 0.375) / 0.5) ** 2)
+    gy = np.exp(-0.5 * ((centres - 0.125) / 0.5) ** 2)
+    assert np.allclose(wide, np.outer(gy, gx) / np.outer(gy, gx).sum(), atol=1e-6)
+
+
+def test_box_map_covers_the_cells_inside_the_box():
+    centres = np.array([0.125, 0.375, 0.625, 0.875])
+    heat = box_map(centres, (0.0, 0.5, 0.4, 1.0))  # left half of the bottom half
+    want = np.zeros((4, 4))
+    want[2:, :2] = 0.25
+    assert np.allclose(heat, want)
+    # a thin box between centres gets the nearest column, rows as given
+    thin = box_map(centres, (0.4, 0.1, 0.45, 0.4))
+    want = np.zeros((4, 4))
+    want[:2, 1] = 0.5
+    assert np.allclose(thin, want)
