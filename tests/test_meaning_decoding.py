@@ -235,3 +235,89 @@ def test_box_map_covers_the_cells_inside_the_box():
     want = np.zeros((4, 4))
     want[:2, 1] = 0.5
     assert np.allclose(thin, want)
+
+
+def test_point_map_default_width_on_a_two_cell_grid():
+    centres = np.array([0.25, 0.75])
+    heat = point_map(centres, x=0.9, y=0.1)
+    sigma = 0.25  # half the spacing of the cell centres
+    gx = np.exp(-0.5 * ((centres - 0.9) / sigma) ** 2)
+    gy = np.exp(-0.5 * ((centres - 0.1) / sigma) ** 2)
+    assert np.allclose(heat, np.outer(gy, gx) / np.outer(gy, gx).sum(), atol=1e-6)
+    assert heat[0, 1] == heat.max()  # top-right
+
+
+def test_point_far_from_every_centre_puts_all_weight_on_the_nearest_cell():
+    centres = np.array([0.125, 0.375, 0.625, 0.875])
+    heat = point_map(centres, x=0.0, y=1.0, sigma=1e-3)  # every Gaussian weight underflows
+    want = np.zeros((4, 4))
+    want[3, 0] = 1.0
+    assert np.array_equal(heat, want)
+
+
+@pytest.mark.parametrize("x, y", [(0, 0), (1, 1), (0, 1), (1, 0)])
+def test_point_map_accepts_the_image_edges(x, y):
+    heat = point_map(np.array([0.125, 0.375, 0.625, 0.875]), x, y)
+    assert heat[3 * y, 3 * x] == heat.max()
+
+
+@pytest.mark.parametrize("x, y", [(1.01, 0.5), (0.5, 1.01), (-0.01, 0.5), (0.5, -0.01),
+                                  (0.5, 1.5)])
+def test_point_outside_the_image_is_refused(x, y):
+    with pytest.raises(ValueError, match=r"must be inside the image: x, y in \[0, 1\]"):
+        point_map(np.array([0.25, 0.75]), x, y)
+
+
+def test_box_edges_on_cell_centres_include_those_cells():
+    centres = np.array([0.125, 0.375, 0.625, 0.875])
+    heat = box_map(centres, (0.125, 0.375, 0.375, 0.625))
+    want = np.zeros((4, 4))
+    want[1:3, 0:2] = 0.25
+    assert np.allclose(heat, want)
+    assert np.allclose(box_map(centres, (0, 0, 1, 1)), np.full((4, 4), 1 / 16))
+
+
+@pytest.mark.parametrize("box", [(0.5, 0, 0.5, 1), (0, 0.5, 1, 0.5), (0.2, 0, 1.5, 1),
+                                 (0, 0.2, 1, 1.5), (-0.1, 0, 1, 1), (0, -0.1, 1, 1),
+                                 (0.6, 0, 0.4, 1)])
+def test_empty_or_outside_boxes_are_refused(box):
+    with pytest.raises(ValueError, match=r"must be x0 < x1, y0 < y1, all in \[0, 1\]"):
+        box_map(np.array([0.25, 0.75]), box)
+
+
+def test_unknown_prefix_words_are_all_named(tiny_model):
+    with pytest.raises(ValueError) as error:
+        decode(tiny_model, random_features(tiny_model, n=1), guide=Guide(prefix="zebra a lamp"))
+    assert str(error.value) == ("prefix word(s) not in the model's vocabulary: 'zebra', 'lamp'")
+
+
+def test_one_guide_per_image_or_a_clear_error(tiny_model):
+    features = random_features(tiny_model, n=2)
+    with pytest.raises(ValueError, match="^got 1 guides for 2 images$"):
+        decode(tiny_model, features, beam_size=1, guide=[Guide(prefix="red")])
+
+
+def test_decode_defaults_are_beam_3_up_to_20_words_without_alternatives(peaky):
+    features = random_features(peaky, n=2, seed=1)
+    default = decode(peaky, features)
+    explicit = decode(peaky, features, beam_size=3, max_len=20, top_k=0)
+    assert [c.tokens for c in default] == [c.tokens for c in explicit]
+    assert [c.beams for c in default] == [c.beams for c in explicit]
+    assert all(c.alternatives == [] for c in default)
+    assert all(len(c.tokens) == 20 and c.truncated for c in default)  # this model never ends
+
+
+def test_beam_size_and_length_penalty_reach_the_search(peaky):
+    features = random_features(peaky, n=1, seed=2)
+    wide = decode(peaky, features, beam_size=5, max_len=6, length_penalty=0.5)[0]
+    assert len({tuple(t) for t, _ in wide.beams}) >= 5
+    words = wide.tokens + ([] if wide.truncated else ["<end>"])
+    _, total = replay(peaky, features[0], words)
+    assert wide.score == pytest.approx(total / len(words) ** 0.5, abs=1e-4)
+
+
+def test_images_go_to_the_models_device(tiny_model):
+    from PIL import Image
+
+    batch = images_to_batch(tiny_model.to("meta"), [Image.new("RGB", (40, 30), (200, 10, 10))])
+    assert batch.device.type == "meta"
