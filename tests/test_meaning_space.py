@@ -1,0 +1,92 @@
+"""deploy-space by content: every uploaded file holds the bytes of the file it is named after,
+the README links the model, and a failure stops before the Space is touched."""
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from huggingface_hub import ModelCard, ModelCardData, SpaceCard
+from test_space import SECRET, deploy
+
+from captioner import space
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def content(op) -> bytes:
+    data = op.path_or_fileobj
+    return data if isinstance(data, bytes) else Path(data).read_bytes()
+
+
+def test_every_upload_holds_its_own_files_bytes(monkeypatch, capsys, saved_model_dir):
+    api, uploads, _ = deploy(monkeypatch, capsys, "--weights", str(saved_model_dir),
+                             "--dataset", "someone/photos")
+    for name, op in uploads.items():
+        if name == "README.md":
+            continue
+        source = (saved_model_dir / name.removeprefix("weights/") if name.startswith("weights/")
+                  else ROOT / name)
+        assert content(op) == source.read_bytes(), name
+    api.create_commit.assert_called_once_with(
+        "me/demo", mock.ANY, repo_type="space",
+        commit_message=f"Deploy captioner with {saved_model_dir}")
+
+
+def test_readme_links_a_hub_model_and_names_the_given_dataset(monkeypatch, capsys):
+    _, uploads, _ = deploy(monkeypatch, capsys, "--weights", "me/captioner-flickr8k",
+                           "--dataset", "other/data")
+    card = SpaceCard(uploads["README.md"].path_or_fileobj.decode())
+    assert card.data.datasets == ["other/data"]  # given beats the model card's
+    assert "running on [me/captioner-flickr8k](https://huggingface.co/me/captioner-flickr8k)" \
+        in card.text
+    title = SpaceCard.load(ROOT / "README.md").data.title or "captioner"
+    assert card.text.lstrip().startswith(f"# {title}\n")
+
+
+def test_a_local_model_is_linked_to_its_own_card(monkeypatch, capsys, saved_model_dir):
+    ModelCard.from_template(ModelCardData(datasets="someone/scenes")).save(
+        saved_model_dir / "README.md")
+    _, uploads, _ = deploy(monkeypatch, capsys, "--weights", str(saved_model_dir))
+    card = SpaceCard(uploads["README.md"].path_or_fileobj.decode())
+    assert f"[{saved_model_dir}](weights/README.md)" in card.text
+    assert card.data.datasets == ["someone/scenes"]  # a single name in the local card
+    assert content(uploads["weights/README.md"]) == (saved_model_dir / "README.md").read_bytes()
+
+
+def test_public_by_default_and_hardware_only_when_asked(monkeypatch, capsys):
+    api, _, _ = deploy(monkeypatch, capsys, "--weights", "me/m")
+    api.create_repo.assert_called_once_with("me/demo", repo_type="space", space_sdk="gradio",
+                                            private=None, exist_ok=True)
+    api.request_space_hardware.assert_not_called()
+    api.add_space_variable.assert_called_once_with(
+        "me/demo", "CAPTIONER_WEIGHTS", "me/m",
+        description="model folder or Hub repo id the app loads")
+
+
+def test_model_card_without_datasets_names_none(monkeypatch):
+    api = mock.Mock()
+    api.model_info.return_value = mock.Mock(card_data=ModelCardData())
+    assert space.model_dataset(api, "me/m", None) is None
+    api.model_info.return_value = mock.Mock(card_data=ModelCardData(datasets=["a/b", "c/d"]))
+    assert space.model_dataset(api, "me/m", None) == "a/b"
+    api.model_info.assert_called_with("me/m")
+
+
+def test_an_unreadable_hub_model_stops_before_the_space_is_touched(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    with mock.patch("huggingface_hub.HfApi") as client_class:
+        api = client_class.return_value
+        api.model_info.side_effect = OSError("404 no such repo")
+        with pytest.raises(SystemExit) as stop:
+            space.deploy("me/demo", "me/missing")
+    assert str(stop.value) == ("--weights me/missing: could not read the model on the Hugging "
+                               "Face Hub (OSError: 404 no such repo)")
+    api.create_repo.assert_not_called()
+    api.create_commit.assert_not_called()
+
+
+def test_a_missing_local_folder_is_not_taken_for_a_hub_id(tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        space.deploy("me/demo", str(tmp_path / "no-model"))
+    assert str(stop.value) == (f"--weights {tmp_path / 'no-model'}: no such model folder, and "
+                               "not a Hub repo id")
