@@ -55,7 +55,7 @@ TARGETS = {
     "familiarity": Target("captioner/familiarity.py", ["tests/test_questioning.py", MEANING]),
     "model": Target("captioner/model.py",
                     ["tests/test_model.py", "tests/test_decoding.py", "tests/test_properties.py",
-                     MEANING]),
+                     "tests/test_hub.py", MEANING]),
     "inputs": Target("captioner/demo/inputs.py",
                      ["tests/test_hardening.py", "tests/test_app_hardening.py",
                       "tests/test_demo.py", MEANING]),
