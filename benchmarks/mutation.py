@@ -157,10 +157,9 @@ def function_of(mutant: str) -> str:
     return re.sub(r"__mutmut_\d+$", "", mutant)
 
 
-def report(timings: dict[str, float]) -> None:
+def report() -> None:
     equivalents = json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else []
     old = RESULTS / "mutation.json"
-    previous = json.loads(old.read_text())["modules"] if old.exists() else {}
     modules = {}
     for name, target in TARGETS.items():
         status = verdicts(name, target)
@@ -176,7 +175,10 @@ def report(timings: dict[str, float]) -> None:
             survivors.append({"mutant": mutant, "status": verdict, "diff": change,
                               "equivalent_because": why})
         killed = sum(v in KILLED for v in status.values())
-        seconds = timings.get(name, previous.get(name, {}).get("seconds"))
+        # from writing the scratch copy's settings to mutmut's last word in its log
+        work = WORK / name
+        seconds = round((work / "mutmut.log").stat().st_mtime
+                        - (work / "pyproject.toml").stat().st_mtime)
         modules[name] = {"module": target.path, "functions": target.functions or "all",
                          "tests": target.tests, "killed": killed,
                          "survived": sum(v == "survived" for v in status.values()),
@@ -231,13 +233,12 @@ def main(argv=None) -> int:
     except ImportError:
         print("mutmut is not installed: pip install -r requirements-dev.txt", file=sys.stderr)
         return 2
-    timings = {}
     if not args.report:
         for name in args.modules or TARGETS:
             print(f"{name}: running (log in mutants/{name}/mutmut.log)", flush=True)
-            timings[name] = run(name, TARGETS[name], args.children)
-            print(f"{name}: {timings[name] / 60:.1f} min", flush=True)
-    report(timings)
+            seconds = run(name, TARGETS[name], args.children)
+            print(f"{name}: {seconds / 60:.1f} min", flush=True)
+    report()
     return 0
 
 
