@@ -167,7 +167,7 @@ def report() -> None:
             continue
         survivors = []
         for mutant, verdict in sorted(status.items()):
-            if verdict in KILLED:
+            if verdict in KILLED or verdict == "not checked":  # unfinished runs are flagged
                 continue
             change = diff(name, target, mutant)
             why = next((e["why"] for e in equivalents if e["function"] == function_of(mutant)

@@ -90,3 +90,74 @@ def test_a_missing_local_folder_is_not_taken_for_a_hub_id(tmp_path):
         space.deploy("me/demo", str(tmp_path / "no-model"))
     assert str(stop.value) == (f"--weights {tmp_path / 'no-model'}: no such model folder, and "
                                "not a Hub repo id")
+
+
+@pytest.fixture
+def fake_checkout(tmp_path, monkeypatch):
+    """A tiny repository layout as space.ROOT: the files a Space needs, plus what it must not
+    get (caches, files beside the package)."""
+    root = tmp_path / "repo"
+    for name, text in {"app.py": "app", "requirements.txt": "torch", "examples/a.png": "png",
+                       "examples/nested/b.png": "no", "captioner/x.py": "x",
+                       "captioner/web/z.js": "z", "captioner/web/notes.txt": "no",
+                       "captioner/__pycache__/y.py": "no", "captioner.py": "no"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    monkeypatch.setattr(space, "ROOT", root)
+    return root
+
+
+def test_space_files_are_the_app_package_requirements_and_examples(fake_checkout):
+    files = space.space_files(None)
+    assert files == {"app.py": fake_checkout / "app.py",
+                     "captioner/web/z.js": fake_checkout / "captioner/web/z.js",
+                     "captioner/x.py": fake_checkout / "captioner/x.py",
+                     "examples/a.png": fake_checkout / "examples/a.png",
+                     "requirements.txt": fake_checkout / "requirements.txt"}
+    assert list(files) == sorted(files)
+
+
+def test_outside_a_checkout_deploy_space_says_what_is_missing(fake_checkout):
+    (fake_checkout / "app.py").unlink()
+    with pytest.raises(SystemExit) as stop:
+        space.space_files(None)
+    assert str(stop.value) == ("deploy-space runs from a checkout of the repository: app.py, "
+                               f"requirements.txt and examples/ are not all under "
+                               f"{fake_checkout}")
+
+
+@pytest.mark.parametrize("front, title", [("title: Demo X\n", "Demo X"), ("", "captioner")])
+def test_space_readme_title_and_no_dataset(fake_checkout, front, title):
+    (fake_checkout / "README.md").write_text(f"---\n{front}sdk: gradio\n---\n# repo\n")
+    card = SpaceCard(space.space_readme("me/m", None, hub_model=True))
+    assert card.text.lstrip().startswith(f"# {title}\n")
+    assert card.data.datasets is None and card.data.models == ["me/m"]
+    assert card.data.sdk == "gradio"
+
+
+def test_deploy_defaults_to_public_and_reads_the_model_it_was_given(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    with mock.patch("huggingface_hub.HfApi") as client_class:
+        api = client_class.return_value
+        api.model_info.return_value = mock.Mock(card_data=None)  # a model without a card
+        api.list_repo_files.return_value = []
+        space.deploy("me/demo", "me/m")
+    api.create_repo.assert_called_once_with("me/demo", repo_type="space", space_sdk="gradio",
+                                            private=None, exist_ok=True)
+    api.model_info.assert_called_once_with("me/m")
+    api.list_repo_files.assert_called_once_with("me/demo", repo_type="space")
+    (operations,) = [c.args[1] for c in api.create_commit.call_args_list]
+    readme = next(op for op in operations if op.path_in_repo == "README.md")
+    assert SpaceCard(readme.path_or_fileobj.decode()).data.datasets is None
+
+
+def test_a_local_model_without_a_card_names_no_dataset(tmp_path):
+    assert space.model_dataset(mock.Mock(), "w", tmp_path) is None
+
+
+def test_deploy_needs_a_token_and_says_so_for_deploy_space(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        space.deploy("me/demo", "me/model")
+    assert str(stop.value).startswith("deploy-space needs a Hugging Face token")
