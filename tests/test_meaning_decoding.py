@@ -247,11 +247,13 @@ def test_point_map_default_width_on_a_two_cell_grid():
     assert heat[0, 1] == heat.max()  # top-right
 
 
-def test_point_far_from_every_centre_puts_all_weight_on_the_nearest_cell():
+@pytest.mark.parametrize("x, y, cell", [(0.0, 1.0, (3, 0)), (1.0, 0.0, (0, 3)),
+                                        (0.4, 1.0, (3, 1))])
+def test_point_far_from_every_centre_puts_all_weight_on_the_nearest_cell(x, y, cell):
     centres = np.array([0.125, 0.375, 0.625, 0.875])
-    heat = point_map(centres, x=0.0, y=1.0, sigma=1e-3)  # every Gaussian weight underflows
+    heat = point_map(centres, x=x, y=y, sigma=1e-3)  # every Gaussian weight underflows
     want = np.zeros((4, 4))
-    want[3, 0] = 1.0
+    want[cell] = 1.0
     assert np.array_equal(heat, want)
 
 
