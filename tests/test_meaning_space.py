@@ -161,3 +161,32 @@ def test_deploy_needs_a_token_and_says_so_for_deploy_space(monkeypatch, tmp_path
     with pytest.raises(SystemExit) as stop:
         space.deploy("me/demo", "me/model")
     assert str(stop.value).startswith("deploy-space needs a Hugging Face token")
+
+
+def test_deploy_space_help_says_what_it_uploads_and_where_the_token_comes_from(capsys):
+    from captioner.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    command = commands.choices["deploy-space"]
+    assert command.description == (
+        "Upload the app, the captioner package, requirements.txt, examples/ and a README to a "
+        "Gradio Space, and point it at the model with the CAPTIONER_WEIGHTS variable. The "
+        "token comes from HF_TOKEN or `hf auth login` and is never printed or saved.")
+    parser.print_help()
+    assert "deploy-space        create or update a Hugging Face Space running the app" in \
+        " ".join(capsys.readouterr().out.split("\n"))
+
+
+@pytest.mark.parametrize("repo, url", [
+    (mock.Mock(url="https://huggingface.co/spaces/me/demo-renamed"),
+     "https://huggingface.co/spaces/me/demo-renamed"),
+    (object(), "https://huggingface.co/spaces/me/demo")])
+def test_deploy_returns_the_spaces_url_or_its_usual_address(monkeypatch, repo, url):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    with mock.patch("huggingface_hub.HfApi") as client_class:
+        api = client_class.return_value
+        api.model_info.return_value = mock.Mock(card_data=None)
+        api.list_repo_files.return_value = []
+        api.create_repo.return_value = repo
+        assert space.deploy("me/demo", "me/m") == url
