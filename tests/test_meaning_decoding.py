@@ -323,3 +323,13 @@ def test_images_go_to_the_models_device(tiny_model):
 
     batch = images_to_batch(tiny_model.to("meta"), [Image.new("RGB", (40, 30), (200, 10, 10))])
     assert batch.device.type == "meta"
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_per_image_guides_of_different_lengths_steer_only_their_image(peaky, beam_size):
+    features = random_features(peaky, n=2, seed=7)
+    free = decode(peaky, features, beam_size=beam_size, max_len=6)
+    guided = decode(peaky, features, beam_size=beam_size, max_len=6,
+                    guide=[Guide(prefix="green square on"), Guide()])
+    assert guided[0].tokens[:3] == ["green", "square", "on"]
+    assert guided[1].tokens == free[1].tokens and guided[1].score == free[1].score
