@@ -84,3 +84,14 @@ def test_main_runs_the_command_asked_for(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         cli.main([])
     assert stop.value.code == 2
+
+
+def test_help_names_what_each_value_is(capsys):
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    commands.choices["caption"].print_help()
+    usage = " ".join(capsys.readouterr().out.split())
+    for shown in ("--weights DIR_OR_REPO_ID", "--output FILE.jsonl|FILE.csv", "--top-k K",
+                  '--prefix "WORDS"', "--look-here WORD:X,Y", "--attention-grid OUT.png",
+                  "IMAGE_OR_DIR [IMAGE_OR_DIR ...]", "--revision REVISION"):
+        assert shown in usage, shown
