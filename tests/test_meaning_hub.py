@@ -72,3 +72,77 @@ def test_client_carries_the_token_and_a_missing_one_says_how_to_log_in(monkeypat
         hub_client("--push-to-hub")
     assert str(stop.value) == ("--push-to-hub needs a Hugging Face token: set HF_TOKEN or run "
                                "`hf auth login` (the token is read, never printed or saved).")
+
+
+def test_metrics_table_puts_each_figure_in_its_row_and_column():
+    from captioner.hub import metrics_table
+
+    table = metrics_table({"beam3": {"bleu4": 21.456, "objects_correct": 0.9125},
+                           "beam1": {"bleu4": 19.0, "cider": 50.5, "pointing": 0.5}})
+    assert table.splitlines() == [
+        "| decoding | BLEU-4 | CIDEr | all objects right (%) | pointing ±1 cell (%) |",
+        "|---|---|---|---|---|",
+        "| beam 1 | 19 | 50.5 | – | 50 |",
+        "| beam 3 | 21.46 | – | 91.25 | – |"]
+
+
+def test_eval_results_scale_fractions_and_name_the_beam():
+    from captioner.hub import eval_results
+
+    results = eval_results({"beam1": {"bleu4": 19.123, "objects_correct": 0.8, "pointing": 0.5},
+                            "beam3": {"cider": 40.0}}, "me/scenes", "Scenes")
+    assert [(r.metric_name, r.metric_type, r.metric_value) for r in results] == [
+        ("BLEU-4, beam 1", "bleu", 19.12), ("all objects right (%), beam 1", "accuracy", 80.0),
+        ("CIDEr, beam 3", "cider", 40.0)]
+    first = results[0]
+    assert (first.task_type, first.dataset_type, first.dataset_name, first.dataset_split) == (
+        "image-to-text", "me/scenes", "Scenes", "test")
+
+
+@pytest.mark.parametrize("name, device", [(None, "cpu"), ("auto", "cpu"), (" CPU ", "cpu"),
+                                          ("Auto", "cpu")])
+def test_device_names_on_a_cpu_only_machine(name, device, monkeypatch):
+    from captioner.hub import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device(name) == device
+
+
+@pytest.mark.parametrize("name, message", [
+    ("cuda", "device 'cuda': CUDA is not available on this machine (use --device cpu or auto)"),
+    ("cuda:1", "device 'cuda:1': CUDA is not available on this machine (use --device cpu or "
+               "auto)"),
+    ("mps", "device 'mps': Apple's Metal backend is not available here"),
+    ("tpu", "unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps"),
+    ("cuda:x", "unknown device 'cuda:x': use auto, cpu, cuda, cuda:N or mps")])
+def test_unavailable_devices_are_named(name, message, monkeypatch):
+    from captioner.hub import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError) as error:
+        resolve_device(name)
+    assert str(error.value) == message
+
+
+def test_gpus_are_picked_and_counted(monkeypatch):
+    from captioner.hub import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    assert resolve_device("cuda") == "cuda"
+    with pytest.raises(ValueError, match=r"^device 'cuda:2': only 2 CUDA device\(s\) here$"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == "mps" and resolve_device("mps") == "mps"
+
+
+def test_metrics_are_read_beside_the_weights(tmp_path):
+    from captioner.hub import read_metrics
+
+    assert read_metrics(tmp_path) == {}
+    (tmp_path / "metrics.json").write_text('{"beam1": {"bleu4": 3.5}}')
+    assert read_metrics(str(tmp_path)) == {"beam1": {"bleu4": 3.5}}
