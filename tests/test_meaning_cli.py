@@ -1,8 +1,10 @@
 """The CLI's argument handling value by value: defaults that reach the code, limits that are
 inclusive where the help says so, inputs expanded in a stable order, grid file names."""
 
+import os
 from argparse import Namespace
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -95,3 +97,28 @@ def test_help_names_what_each_value_is(capsys):
                   '--prefix "WORDS"', "--look-here WORD:X,Y", "--attention-grid OUT.png",
                   "IMAGE_OR_DIR [IMAGE_OR_DIR ...]", "--revision REVISION"):
         assert shown in usage, shown
+
+
+HELP_FILE = Path(__file__).parent / "data" / "cli-help.txt"
+
+
+def help_texts() -> str:
+    """`--help` of the CLI and of each command, at a fixed width."""
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    with mock.patch.dict(os.environ, {"COLUMNS": "100"}):
+        pages = [parser.format_help()] + [commands.choices[name].format_help()
+                                          for name in ("caption", "evaluate", "deploy-space")]
+    return "\n".join(pages)
+
+
+def test_help_is_the_reviewed_text():
+    """Every option's help, metavar, choices and default as a user reads them. After changing
+    the help on purpose, review the new text, then write it with
+    `PYTHONPATH=. python tests/test_meaning_cli.py`."""
+    assert help_texts() == HELP_FILE.read_text()
+
+
+if __name__ == "__main__":
+    HELP_FILE.parent.mkdir(exist_ok=True)
+    HELP_FILE.write_text(help_texts())
