@@ -124,3 +124,19 @@ def test_a_folder_without_weights_names_the_missing_file(tmp_path):
                                    config=tiny_config())
     assert str(error.value) == (f"{tmp_path / 'model.safetensors'}: file not found (a model "
                                 "folder needs model.safetensors and config.json)")
+
+
+def test_int8_decoder_quantizes_only_the_decoder_and_stays_quiet(tiny_model, recwarn):
+    import warnings
+
+    from captioner.hub import quantize_decoder
+
+    warnings.simplefilter("always")
+    quantized = quantize_decoder(tiny_model)
+    assert not [w for w in recwarn if issubclass(w.category, (DeprecationWarning, UserWarning))]
+    dynamic = torch.ao.nn.quantized.dynamic
+    assert isinstance(quantized.classifier, dynamic.Linear)
+    assert isinstance(quantized.lstm, dynamic.LSTMCell)
+    assert isinstance(quantized.attention.score, dynamic.Linear)
+    assert isinstance(quantized.encoder.backbone[0], torch.nn.Conv2d)  # the encoder stays fp32
+    assert quantized.classifier.weight().dtype == torch.qint8

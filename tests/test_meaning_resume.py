@@ -180,3 +180,41 @@ def test_cached_rows_are_their_own_images_in_order(tmp_path):
         single[-8]
     with pytest.raises(IndexError):
         single[0:6:2]
+
+
+def test_cache_key_is_stable_across_versions_and_takes_paths():
+    import hashlib
+    import json
+    from pathlib import Path
+
+    parts = {"size": 224, "encoder": "resnet50"}
+    blob = json.dumps(parts, sort_keys=True).encode()
+    assert cache_key(**parts) == hashlib.sha256(blob).hexdigest()[:16]  # old caches stay valid
+    assert cache_key(root=Path("a/b")) == cache_key(root="a/b") != cache_key(root=Path("a/c"))
+
+
+def test_state_fingerprint_is_a_sixteen_digit_digest_of_names_and_bytes():
+    import hashlib
+
+    module = torch.nn.Linear(2, 1)
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    assert state_fingerprint(module) == digest.hexdigest()[:16]
+
+
+def test_cache_is_written_in_batches_of_64_with_a_progress_bar(tmp_path, capsys):
+    from PIL import Image
+
+    split = Split(Image.new("RGB", (1, 1), (i, 0, 0)) for i in range(130))
+    calls = []
+
+    def encode(images):
+        calls.append(len(images))
+        return np.array([[im.getpixel((0, 0))[0]] for im in images], np.float32)
+
+    rows = cached_array(tmp_path / "c.npy", split, encode)
+    assert calls == [1, 64, 64, 2]  # the first image alone gives the row shape
+    assert np.array_equal(rows[0:130][:, 0], np.arange(130))
+    assert "\rcaching: " in capsys.readouterr().err
