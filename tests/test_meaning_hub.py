@@ -146,3 +146,29 @@ def test_metrics_are_read_beside_the_weights(tmp_path):
     assert read_metrics(tmp_path) == {}
     (tmp_path / "metrics.json").write_text('{"beam1": {"bleu4": 3.5}}')
     assert read_metrics(str(tmp_path)) == {"beam1": {"bleu4": 3.5}}
+
+
+def test_pointing_note_explains_only_what_was_measured():
+    from captioner.hub import POINTING_DESIGN, POINTING_GAME, STEERING, pointing_note
+
+    assert pointing_note({"beam1": {"bleu4": 3.0}}) == ""
+    beat = {"pointing": 0.6, "pointing_chance": 0.2}
+    assert pointing_note({"beam1": beat}) == "\n\n" + POINTING_GAME + "\n\n" + POINTING_DESIGN
+    assert pointing_note({"beam1": {**beat, "steering": 0.9}, "beam3": beat}) == (
+        "\n\n" + POINTING_GAME + "\n\n" + STEERING + "\n\n" + POINTING_DESIGN)
+    # the design is claimed only when every beam size beat chance; a tie is not beating it
+    tie = {"pointing": 0.2, "pointing_chance": 0.2}
+    assert pointing_note({"beam1": beat, "beam3": tie}) == "\n\n" + POINTING_GAME
+
+
+def test_push_returns_the_hubs_url_and_needs_a_token(model_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    info = mock.Mock(repo_url="https://huggingface.co/me/tiny-moved")
+    with mock.patch("huggingface_hub.HfApi.create_repo"), \
+            mock.patch("huggingface_hub.HfApi.upload_folder", return_value=info):
+        assert push_folder(model_folder, "me/tiny") == "https://huggingface.co/me/tiny-moved"
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    with pytest.raises(SystemExit) as stop:
+        push_folder(model_folder, "me/tiny")
+    assert str(stop.value).startswith("--push-to-hub needs a Hugging Face token")
