@@ -109,18 +109,42 @@ def prepare(name: str, target: Target) -> Path:
     return work
 
 
-def run(name: str, target: Target, children: int) -> float:
-    """mutmut run in the module's scratch copy; returns the seconds it took."""
+def run(name: str, target: Target, children: int, recheck: bool = False) -> float:
+    """mutmut run in the module's scratch copy; returns the seconds it took. `recheck`: only
+    the mutants the last run did not kill (valid while the module's code is unchanged and
+    tests were only added: a killed mutant stays killed)."""
+    previous = verdicts(name, target) if recheck else None
+    timing = run_times(name) if previous is not None else {}
     work = prepare(name, target)
     dotted = target.path[:-3].replace("/", ".")
     names = [f"{dotted}.{f}" for f in target.functions] or [f"{dotted}.*"]
+    if previous is not None:
+        names = sorted(m for m, verdict in previous.items() if verdict not in KILLED)
+        if not names:
+            return 0.0
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.monotonic()
-    with open(work / "mutmut.log", "w") as log:
+    with open(work / "mutmut.log", "a" if previous is not None else "w") as log:
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children),
                         *names], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return time.monotonic() - start
+    seconds = time.monotonic() - start
+    key = "recheck" if previous is not None else "full"
+    timing[key] = round(timing.get(key, 0) + seconds) if previous is not None else round(seconds)
+    (work / "timing.json").write_text(json.dumps(timing))
+    return seconds
+
+
+def run_times(name: str) -> dict:
+    """Seconds of the module's last full run (and of the rechecks since): from timing.json, or
+    for a run started by hand, from its settings file to mutmut's last word in its log."""
+    work = WORK / name
+    if (work / "timing.json").exists():
+        return json.loads((work / "timing.json").read_text())
+    if not (work / "mutmut.log").exists():
+        return {}
+    return {"full": round((work / "mutmut.log").stat().st_mtime
+                          - (work / "pyproject.toml").stat().st_mtime)}
 
 
 def verdicts(name: str, target: Target) -> dict[str, str] | None:
@@ -175,10 +199,7 @@ def report() -> None:
             survivors.append({"mutant": mutant, "status": verdict, "diff": change,
                               "equivalent_because": why})
         killed = sum(v in KILLED for v in status.values())
-        # from writing the scratch copy's settings to mutmut's last word in its log
-        work = WORK / name
-        seconds = round((work / "mutmut.log").stat().st_mtime
-                        - (work / "pyproject.toml").stat().st_mtime)
+        seconds = run_times(name)
         modules[name] = {"module": target.path, "functions": target.functions or "all",
                          "tests": target.tests, "killed": killed,
                          "survived": sum(v == "survived" for v in status.values()),
@@ -201,7 +222,9 @@ def report() -> None:
              "|---|---|---|---|---|---|---|---|"]
     unfinished = [m["module"] for m in modules.values() if m["not_checked"]]
     for m in modules.values():
-        t = f"{m['seconds'] / 60:.0f} min" if m["seconds"] else "?"
+        times = m["seconds"]
+        t = f"{times.get('full', 0) / 60:.0f} min" + (
+            f" + {times['recheck'] / 60:.0f} min recheck" if "recheck" in times else "")
         lines.append(f"| {m['module']} | {m['killed']} | {m['survived']} | {m['not_covered']} "
                      f"| {m['total']} | {m['score']} % | {m['unjustified']} | {t} |")
     if unfinished:
@@ -222,6 +245,9 @@ def main(argv=None) -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE",
                         help=f"some of: {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--report", action="store_true", help="only rewrite the results files")
+    parser.add_argument("--recheck", action="store_true",
+                        help="re-test only the mutants the last run of each module left alive "
+                             "(after adding tests; a full run re-tests every mutant)")
     parser.add_argument("--children", type=int, default=os.cpu_count() or 1,
                         help="mutants tested at once (default: the number of CPUs)")
     args = parser.parse_args(argv)
@@ -236,7 +262,7 @@ def main(argv=None) -> int:
     if not args.report:
         for name in args.modules or TARGETS:
             print(f"{name}: running (log in mutants/{name}/mutmut.log)", flush=True)
-            seconds = run(name, TARGETS[name], args.children)
+            seconds = run(name, TARGETS[name], args.children, args.recheck)
             print(f"{name}: {seconds / 60:.1f} min", flush=True)
     report()
     return 0
