@@ -118,6 +118,8 @@ def test_teacher_forcing_and_loss_follow_the_same_equations(peaky):
     assert ce.item() == pytest.approx(nll / tokens, rel=1e-4)
     cells = alphas.shape[2]
     assert loss.item() == pytest.approx(nll / tokens + 0.7 * penalty / 2 / cells, rel=1e-4)
+    default, _ = model.loss(features, captions)  # the penalty weighs 1 unless told otherwise
+    assert default.item() == pytest.approx(nll / tokens + penalty / 2 / cells, rel=1e-4)
 
 
 def check_against_reference(model, features, caption, overrides=None, top_k=0):
