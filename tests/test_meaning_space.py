@@ -190,3 +190,16 @@ def test_deploy_returns_the_spaces_url_or_its_usual_address(monkeypatch, repo, u
         api.list_repo_files.return_value = []
         api.create_repo.return_value = repo
         assert space.deploy("me/demo", "me/m") == url
+
+
+def test_unknown_hardware_is_refused_before_anything_is_uploaded(capsys):
+    from captioner.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["deploy-space", "me/demo", "--weights", "me/m",
+                                   "--hardware", "quantum-xl"])
+    assert stop.value.code == 2
+    assert "--hardware: invalid choice: 'quantum-xl'" in capsys.readouterr().err
+    args = build_parser().parse_args(["deploy-space", "me/demo", "--weights", "me/m",
+                                      "--hardware", "t4-small"])
+    assert args.hardware == "t4-small"
