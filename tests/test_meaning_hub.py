@@ -172,3 +172,82 @@ def test_push_returns_the_hubs_url_and_needs_a_token(model_folder, monkeypatch, 
     with pytest.raises(SystemExit) as stop:
         push_folder(model_folder, "me/tiny")
     assert str(stop.value).startswith("--push-to-hub needs a Hugging Face token")
+
+
+def card_for(tmp_path, cfg, metrics, **kwargs):
+    import json
+
+    from huggingface_hub import ModelCard
+
+    from captioner.hub import write_model_card
+
+    path = write_model_card(tmp_path, cfg=cfg, metrics=metrics, command="python train.py --x 1",
+                            **kwargs)
+    assert path == tmp_path / "README.md"
+    card = ModelCard.load(path)
+    config = json.loads(card.text.split("```json\n")[1].split("\n```")[0])
+    return card, card.text, config
+
+
+def test_photo_card_says_what_was_trained_on_what_and_how_to_use_it(tmp_path):
+    from captioner.hub import PHOTO_LIMITS
+
+    cfg = {"dataset": "someone/photos", "encoder": "resnet50", "encoder_stage": 4, "grid": 7,
+           "output_dir": "runs/photos", "push_to_hub": "me/photo-captioner"}
+    metrics = {"images": 321, "selected_epoch": 4,
+               "beam3": {"bleu4": 20.0, "skipped": ["meteor: needs Java"]},
+               "beam1": {"bleu4": 18.0, "skipped": ["meteor: needs Java", "b: other"]}}
+    card, text, config = card_for(tmp_path, cfg, metrics)
+    title = "captioner: resnet50 + attention LSTM on someone/photos"
+    data = card.data
+    assert (data.library_name, data.license, data.pipeline_tag) == ("captioner", "mit",
+                                                                     "image-to-text")
+    assert data.tags == ["image-captioning", "show-attend-and-tell", "attention", "pytorch"]
+    assert data.datasets == ["someone/photos"] and data.model_name == title
+    assert {(r.dataset_type, r.dataset_name) for r in data.eval_results} == {
+        ("someone/photos", "someone/photos")}
+    assert f"# {title}\n" in text
+    assert "built with captioner: a torchvision\n**resnet50** turns the image into a 7×7 grid" \
+        in text
+    assert "on the **test split** (321 images)" in text
+    assert "tokeniser). Skipped: b: other; meteor: needs Java.\n" in text  # no percentages
+    assert "Selected epoch: 4 (best validation score).\n" in text
+    assert ("`someone/photos` loaded with 🤗 datasets; train/validation/test splits as "
+            "provided (or carved deterministically from train).") in text
+    assert "```bash\npython train.py --x 1\n```" in text
+    assert config == cfg
+    assert "caption photo.jpg --weights me/photo-captioner --attention-grid" in text
+    assert 'load_model("me/photo-captioner")' in text
+    assert text.rstrip().endswith(PHOTO_LIMITS)
+
+
+def test_scenes_card_names_stages_percentages_and_the_given_weights(tmp_path):
+    from captioner.hub import SCENES_DESCRIPTION, SCENES_LIMITS
+
+    cfg = {"dataset": "scenes", "encoder": "resnet18", "encoder_stage": 2, "grid": 8,
+           "output_dir": "runs/scenes", "push_to_hub": ""}
+    metrics = {"images": 50, "selected_epoch": 2,
+               "beam1": {"bleu4": 30.0, "objects_correct": 0.5}}
+    card, text, _ = card_for(tmp_path, cfg, metrics, weights_ref="weights")
+    assert card.data.datasets is None
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        ("scenes", "generated scenes (captioner.scenes)")}
+    assert "**resnet18 (stages 1–2)** turns the image into a 8×8 grid" in text
+    assert "tokeniser); exact content and pointing are percentages (%).\n" in text
+    assert SCENES_DESCRIPTION in " ".join(text.split("\n"))
+    assert "caption scene.png --weights weights --attention-grid" in text
+    assert text.rstrip().endswith(SCENES_LIMITS)
+    # without a Hub repo or a name given, the output folder names the weights
+    _, text, _ = card_for(tmp_path, cfg, metrics)
+    assert "--weights runs/scenes " in text
+
+
+def test_a_local_dataset_folder_is_not_a_hub_dataset(tmp_path):
+    folder = tmp_path / "my-data"
+    folder.mkdir()
+    cfg = {"dataset": str(folder), "encoder": "resnet50", "encoder_stage": 4, "grid": 7,
+           "output_dir": "o", "push_to_hub": ""}
+    card, _, _ = card_for(tmp_path, cfg, {"images": 1, "beam1": {"bleu4": 1.0}})
+    assert card.data.datasets is None
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        ("local", str(folder))}
