@@ -89,12 +89,14 @@ def test_metrics_table_puts_each_figure_in_its_row_and_column():
 def test_eval_results_scale_fractions_and_name_the_beam():
     from captioner.hub import eval_results
 
-    results = eval_results({"beam1": {"bleu4": 19.123, "objects_correct": 0.8, "pointing": 0.5},
+    results = eval_results({"beam1": {"bleu4": 19.123, "objects_correct": 0.8, "pointing": 0.5,
+                                      "relations_correct": 0.7},
                             "beam3": {"cider": 40.0}}, "me/scenes", "Scenes")
     assert [(r.metric_name, r.metric_type, r.metric_value) for r in results] == [
         ("BLEU-4, beam 1", "bleu", 19.12), ("all objects right (%), beam 1", "accuracy", 80.0),
         ("CIDEr, beam 3", "cider", 40.0)]
     first = results[0]
+    assert first.task_name == "Image captioning"
     assert (first.task_type, first.dataset_type, first.dataset_name, first.dataset_split) == (
         "image-to-text", "me/scenes", "Scenes", "test")
 
@@ -251,3 +253,37 @@ def test_a_local_dataset_folder_is_not_a_hub_dataset(tmp_path):
     assert card.data.datasets is None
     assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
         ("local", str(folder))}
+
+
+def test_load_model_passes_revision_and_device_and_checks_int8(saved_model_dir, monkeypatch):
+    from captioner import hub
+
+    asked = []
+    monkeypatch.setattr(hub, "resolve_model_dir",
+                        lambda source, revision: asked.append((source, revision))
+                        or saved_model_dir)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "cpu" must still mean CPU
+    model = hub.load_model("me/model", revision="v2")
+    assert asked == [("me/model", "v2")]
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    quantized = hub.load_model("me/model", device="cpu", quantize="int8")
+    assert isinstance(quantized.classifier, torch.ao.nn.quantized.dynamic.Linear)
+    with pytest.raises(ValueError) as error:
+        hub.load_model("me/model", quantize="int4")
+    assert str(error.value) == "quantize must be one of ('int8',) or None, got 'int4'"
+    monkeypatch.setattr(hub, "resolve_device", lambda name: "cuda")
+    with pytest.raises(ValueError) as error:
+        hub.load_model("me/model", device="cuda", quantize="int8")
+    assert str(error.value) == "int8 decoding runs on the CPU only, not on 'cuda'"
+    assert len(asked) == 2  # refused before anything was loaded
+
+
+def test_config_without_vocabulary_asks_where_it_came_from(tmp_path):
+    from captioner.hub import read_config
+    from captioner.model import WeightsError
+
+    (tmp_path / "config.json").write_text('{"vocab": []}')
+    with pytest.raises(WeightsError) as error:
+        read_config(tmp_path)
+    assert str(error.value) == (f"{tmp_path / 'config.json'}: has no 'vocab' (the model's word "
+                                "list); was it saved by captioner?")
