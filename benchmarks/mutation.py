@@ -217,7 +217,9 @@ def report() -> None:
     old.write_text(json.dumps(record, indent=1) + "\n")
     lines = ["# Mutation score per module", "",
              f"`python benchmarks/mutation.py` (mutmut {mutmut.__version__}, {os.cpu_count()} "
-             "CPUs). Killed = a test failed or timed out; score = killed / total.", "",
+             "CPUs). Killed = a test failed or timed out; score = killed / total; survivors with "
+             "a reason in benchmarks/mutation_equivalents.json are equivalent mutants (no "
+             "behaviour can change), the others are counted as unjustified.", "",
              "| module | killed | survived | not covered | total | score | unjustified | time |",
              "|---|---|---|---|---|---|---|---|"]
     unfinished = [m["module"] for m in modules.values() if m["not_checked"]]
@@ -225,8 +227,11 @@ def report() -> None:
         times = m["seconds"]
         t = f"{times.get('full', 0) / 60:.0f} min" + (
             f" + {times['recheck'] / 60:.0f} min recheck" if "recheck" in times else "")
+        checked = m["total"] - m["not_checked"]
+        score = (f"{m['score']} %" if not m["not_checked"] else
+                 f"unfinished: {checked} of {m['total']} checked")
         lines.append(f"| {m['module']} | {m['killed']} | {m['survived']} | {m['not_covered']} "
-                     f"| {m['total']} | {m['score']} % | {m['unjustified']} | {t} |")
+                     f"| {m['total']} | {score} | {m['unjustified']} | {t} |")
     if unfinished:
         lines += ["", f"Unfinished runs (some mutants not checked yet): {', '.join(unfinished)}"]
     for m in modules.values():
