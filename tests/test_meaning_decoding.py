@@ -335,3 +335,37 @@ def test_per_image_guides_of_different_lengths_steer_only_their_image(peaky, bea
                     guide=[Guide(prefix="green square on"), Guide()])
     assert guided[0].tokens[:3] == ["green", "square", "on"]
     assert guided[1].tokens == free[1].tokens and guided[1].score == free[1].score
+
+
+def bad_map(kind):
+    heat = np.full(16, 0.1)
+    if kind == "size":
+        return heat[:15]
+    if kind == "nan":
+        heat[5] = np.nan
+    if kind == "negative":
+        heat[3] = -0.05  # the sum stays positive
+    if kind == "zero":
+        heat[:] = 0.0
+    if kind == "infinite":
+        heat[7] = np.inf
+    return heat
+
+
+@pytest.mark.parametrize("kind", ["size", "nan", "negative", "zero", "infinite"])
+def test_each_kind_of_bad_look_here_map_is_refused_on_its_own(tiny_model, kind):
+    features = random_features(tiny_model, n=1)
+    with pytest.raises(ValueError) as error:
+        decode(tiny_model, features, beam_size=1, max_len=3,
+               guide=Guide(attention={1: bad_map(kind)}))
+    assert str(error.value) == ("attention map for word 1 must hold 16 non-negative values "
+                                "with a positive sum")
+
+
+def test_a_faint_map_is_used_scaled_to_one(tiny_model):
+    heat = np.zeros((4, 4))
+    heat[2, 1], heat[0, 3] = 0.03, 0.01  # sums to 0.04: unnormalised, asymmetric, valid
+    features = random_features(tiny_model, n=1)
+    (caption,) = decode(tiny_model, features, beam_size=2, max_len=3,
+                        guide=Guide(attention={0: heat.tolist()}))
+    assert np.allclose(caption.attention[0], heat / heat.sum(), atol=1e-6)
