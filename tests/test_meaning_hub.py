@@ -287,3 +287,65 @@ def test_config_without_vocabulary_asks_where_it_came_from(tmp_path):
         read_config(tmp_path)
     assert str(error.value) == (f"{tmp_path / 'config.json'}: has no 'vocab' (the model's word "
                                 "list); was it saved by captioner?")
+
+
+def test_hub_ids_are_downloaded_with_their_revision_and_only_model_files(monkeypatch, tmp_path):
+    from captioner import hub
+
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision, allow_patterns))
+        return str(tmp_path)
+
+    monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    assert hub.resolve_model_dir("me/model", revision="v3") == tmp_path
+    assert calls == [("me/model", "v3", hub.MODEL_FILES)]
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(hub, "snapshot_download", offline)
+    with pytest.raises(hub.WeightsError) as error:
+        hub.resolve_model_dir("me/model")
+    assert str(error.value) == (
+        f"no local folder 'me/model' exists (in {Path.cwd()}), and it could not be fetched "
+        "from the Hugging Face Hub either (ConnectionError: no network). Pass a local model "
+        "folder or a Hub repo id you can reach.")
+
+
+def test_missing_folders_say_what_to_pass_and_only_the_bundled_one_how_to_train(tmp_path,
+                                                                              monkeypatch):
+    from captioner import hub
+
+    with pytest.raises(hub.WeightsError) as error:
+        hub.resolve_model_dir(tmp_path / "nothing")
+    assert str(error.value) == (f"{tmp_path / 'nothing'}: no such model folder. Pass --weights "
+                                "with a folder holding model.safetensors + config.json, or a "
+                                "Hub repo id.")
+    monkeypatch.setattr(hub, "BUNDLED_WEIGHTS", tmp_path / "weights")
+    with pytest.raises(hub.WeightsError) as error:
+        hub.resolve_model_dir()
+    assert str(error.value) == (
+        f"{tmp_path / 'weights'}: no such model folder. Train them with `python train_space.py "
+        "--dataset scenes --output-dir weights`. Pass --weights with a folder holding "
+        "model.safetensors + config.json, or a Hub repo id.")
+
+
+def test_default_device_and_the_first_gpu(monkeypatch):
+    from captioner.hub import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device() == "cuda" and resolve_device("cuda") == "cuda"
+
+
+def test_scenes_card_title_and_readable_configuration(tmp_path):
+    cfg = {"dataset": "scenes", "encoder": "resnet18", "encoder_stage": 2, "grid": 8,
+           "output_dir": "runs/scenes", "push_to_hub": ""}
+    card, text, _ = card_for(tmp_path, cfg, {"images": 5, "beam1": {"bleu4": 1.0}})
+    assert card.data.model_name == "captioner: resnet18 + attention LSTM on generated scenes"
+    assert '{\n  "dataset": "scenes",\n  "encoder": "resnet18",' in text
