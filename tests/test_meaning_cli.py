@@ -29,8 +29,10 @@ def test_evaluate_defaults():
     assert args.beam_size == [1, 3] and args.output is None
     assert (args.image_column, args.caption_column, args.split_column) == (None, None, None)
     args = cli.build_parser().parse_args(["evaluate", "--beam-size", "2", "5",
-                                          "--caption-column", "text"])
+                                          "--caption-column", "text", "--seed", "7",
+                                          "--num-scenes", "30"])
     assert args.beam_size == [2, 5] and args.caption_column == "text"
+    assert (args.seed, args.num_scenes) == (7, 30)  # numbers, not strings
 
 
 def test_look_here_is_repeatable_and_kept_in_order():
