@@ -38,7 +38,8 @@ def train_step(model, optimizer, scheduler, features):
 
 
 def draws():
-    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random())
+    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), np.random.randn(3).tolist(),
+            random.random())
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
@@ -218,3 +219,18 @@ def test_cache_is_written_in_batches_of_64_with_a_progress_bar(tmp_path, capsys)
     assert calls == [1, 64, 64, 2]  # the first image alone gives the row shape
     assert np.array_equal(rows[0:130][:, 0], np.arange(130))
     assert "\rcaching: " in capsys.readouterr().err
+
+
+def test_every_process_follows_the_main_processs_state(monkeypatch):
+    from types import SimpleNamespace
+
+    import accelerate.utils
+
+    from captioner.training import broadcast_state
+
+    state = {"epoch": 2, "bad_epochs": 1}
+    assert broadcast_state(SimpleNamespace(num_processes=1), state) is state
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list",
+                        lambda objects: [{**objects[0], "from": "rank 0"}])
+    assert broadcast_state(SimpleNamespace(num_processes=2), state) == {
+        "epoch": 2, "bad_epochs": 1, "from": "rank 0"}
