@@ -1,0 +1,119 @@
+"""The browser explorer's own logic, in headless Chromium on a static page (no server): which map
+each word shows, which way up the grid is drawn, and what a click or a pick sends back. The
+maps are one-hot on cells that tell row from column and word from word."""
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.network import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.browser
+
+WEB = Path(__file__).resolve().parent.parent / "captioner" / "demo" / "web"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+
+WIDTH, HEIGHT, GRID = 160, 80, 4  # a wide picture: x and y scale differently
+CENTRES = [0.125, 0.375, 0.625, 0.875]
+CELLS = {1: (1, 2), 2: (2, 1), 3: (1, 1)}  # word -> (row, column): inner cells, peaks unique
+TOKENS = ["a", "red", "circle"]
+
+
+def one_hot(row, column):
+    heat = np.zeros((GRID, GRID))
+    heat[row, column] = 1
+    return heat.reshape(-1).tolist()
+
+
+PAYLOAD = {
+    "tokens": TOKENS, "caption": " ".join(TOKENS), "grid": GRID, "centres": CENTRES,
+    "width": WIDTH, "height": HEIGHT, "attention": [one_hot(*CELLS[w]) for w in (1, 2, 3)],
+    "alternatives": [[{"word": "a", "prob": 0.9}],
+                     [{"word": "red", "prob": 0.6}, {"word": "blue", "prob": 0.3}],
+                     [{"word": "circle", "prob": 0.8}]],
+}
+
+
+def grey_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (WIDTH, HEIGHT), (128, 128, 128)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        # the canvas is shown at 2.5x its pixel size, so a click must be scaled by the
+        # displayed box, not by the canvas's own width and height
+        page.set_content(f"""<style>#heatmap canvas {{ width: 400px; height: 200px; }}</style>
+            <img id="picture" src="{grey_png()}"><div id="root">
+            {(WEB / "explorer.html").read_text()}</div>""")
+        page.add_script_tag(content=(WEB / "explorer.js").read_text())
+        # red-only colour table: the green channel drops as the heat rises
+        page.evaluate("""([payload]) => {
+            window.events = [];
+            const props = {value: null, alpha: 0.6, floor: 0.1, image_selector: "#picture",
+                           colormap: Array.from({length: 256}, (_, i) => [i, 0, 0])};
+            let reload = null;
+            CaptionerExplorer.mount(document.querySelector("#root"), props,
+                                    (name, f) => { reload = f; },
+                                    (event, details) => window.events.push([event, details]));
+            props.value = payload; reload();
+        }""", [PAYLOAD])
+        page.wait_for_function("document.querySelector('#heatmap').dataset.painted >= 1")
+        yield page
+        browser.close()
+
+
+def hottest_pixel(page) -> tuple[int, int]:
+    """(x, y) in canvas pixels where the drawn heat is strongest (the green channel lowest)."""
+    data = page.evaluate("""() => {
+        const c = document.querySelector('#heatmap canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+    }""")
+    green = np.asarray(data).reshape(HEIGHT, WIDTH, 4)[:, :, 1]
+    y, x = np.unravel_index(green.argmin(), green.shape)
+    return int(x), int(y)
+
+
+@pytest.mark.parametrize("word", [2, 3, 1])
+def test_each_word_shows_its_own_map_the_right_way_up(page, word):
+    page.click(f'#words [data-word="{word}"]')
+    assert page.evaluate("document.querySelector('#heatmap').dataset.word") == str(word)
+    row, column = CELLS[word]
+    x, y = hottest_pixel(page)
+    # the peak sits at the cell centre: column -> x over the width, row -> y over the height
+    assert abs(x + 0.5 - CENTRES[column] * WIDTH) <= 1
+    assert abs(y + 0.5 - CENTRES[row] * HEIGHT) <= 1
+
+
+def test_look_here_click_sends_the_point_as_fractions_of_the_picture(page):
+    page.click('#words [data-word="2"]')
+    page.click(".cx-look")
+    box = page.locator("#heatmap canvas").bounding_box()
+    assert round(box["width"]) == 400  # displayed larger than its 160 pixels
+    page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.75 * box["height"])
+    event, details = page.evaluate("window.events.at(-1)")
+    assert event == "look" and details["word"] == 2 and details["prefix"] == "a"
+    assert details["x"] == pytest.approx(0.25, abs=0.01)
+    assert details["y"] == pytest.approx(0.75, abs=0.01)
+
+
+def test_picking_an_alternative_sends_the_words_before_it_and_the_pick(page):
+    page.click('#words [data-word="2"]')
+    page.click('#alternatives [data-alt="blue"]')
+    event, details = page.evaluate("window.events.at(-1)")
+    assert (event, details) == ("pick", {"prefix": "a blue"})
+    count = page.evaluate("window.events.length")
+    page.click('#alternatives [data-alt="red"]')  # the word already there asks nothing
+    assert page.evaluate("window.events.length") == count
+    assert json.dumps(details)  # plain data, as gradio sends it

@@ -1,0 +1,116 @@
+"""The web handlers' file guard and input checks against near misses: a folder whose name
+starts like the upload folder, a folder inside it, a shipped example; images compared by
+content, not by name."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner.demo.inputs import (
+    NO_IMAGE,
+    ClientFiles,
+    check_int,
+    image_source,
+    load_input,
+)
+from captioner.preprocess import NOT_AN_IMAGE, ImageError
+
+
+def striped(path, colours=((200, 30, 30), (30, 30, 200))):
+    """An asymmetric image (left half, right half): a swapped or blank image shows."""
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[:, :15], pixels[:, 15:] = colours
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+@pytest.fixture
+def uploads(tmp_path, monkeypatch):
+    folder = tmp_path / "gradio"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
+def test_a_sibling_folder_that_starts_like_the_uploads_is_outside(uploads, tmp_path):
+    sibling = tmp_path / "gradio-private"  # ".../gradio-private" starts with ".../gradio"
+    sibling.mkdir()
+    striped(sibling / "secret.png")
+    files = ClientFiles()
+    assert not files.allowed(sibling / "secret.png")
+    with pytest.raises(ImageError) as error:
+        files.open({"path": str(sibling / "secret.png"), "orig_name": "holiday.png"})
+    assert str(error.value) == f"holiday.png: {NOT_AN_IMAGE}"
+
+
+def test_uploads_in_subfolders_are_opened_with_their_content(uploads):
+    (uploads / "abc123").mkdir()
+    pixels = striped(uploads / "abc123" / "upload.png")
+    image = ClientFiles().open({"path": str(uploads / "abc123" / "upload.png")})
+    assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_a_folder_inside_the_uploads_is_not_a_file_to_open(uploads):
+    (uploads / "folder.png").mkdir()
+    assert not ClientFiles().allowed(uploads / "folder.png")
+
+
+def test_shipped_examples_are_opened_from_anywhere(uploads, tmp_path):
+    shipped = tmp_path / "examples" / "scene.png"
+    shipped.parent.mkdir()
+    pixels = striped(shipped, ((10, 200, 10), (240, 240, 20)))
+    other = tmp_path / "examples" / "other.png"
+    striped(other)
+    files = ClientFiles([shipped])
+    assert np.array_equal(np.asarray(files.open(str(shipped))), pixels)
+    assert not files.allowed(other)  # only the files named, not their folder
+
+
+def test_image_source_reads_every_payload_kind(tmp_path):
+    class Upload:  # gradio's FileData-like object
+        path = str(tmp_path / "x1.png")
+        orig_name = "cat.png"
+
+    class Bare:
+        path = str(tmp_path / "x2.png")
+
+    assert image_source({"path": "/srv/a.png", "orig_name": "dog.png"}) == ("/srv/a.png",
+                                                                            "dog.png")
+    assert image_source({"path": "/srv/a.png"}) == ("/srv/a.png", "a.png")
+    assert image_source(Upload()) == (Upload.path, "cat.png")
+    assert image_source(Bare()) == (Bare.path, "x2.png")
+    assert image_source(memoryview(b"\x89PNG")) == (b"\x89PNG", "the image")
+    assert image_source(tmp_path / "y.png") == (tmp_path / "y.png", "y.png")
+    image = Image.new("RGB", (2, 2))
+    assert image_source(image) == (image, "the image")
+    for empty in (None, "", "   ", {"path": None}, {"orig_name": "x.png"}):
+        with pytest.raises(ImageError) as error:
+            image_source(empty)
+        assert str(error.value) == NO_IMAGE
+    with pytest.raises(ImageError, match="^cannot read an image from a int$"):
+        image_source(42)
+
+
+def test_load_input_names_the_upload_never_the_server_path(tmp_path):
+    broken = tmp_path / "srv" / "0f3a" / "upload.png"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not an image at all")
+    with pytest.raises(ImageError) as error:
+        load_input({"path": str(broken), "orig_name": "holiday.png"})
+    assert str(tmp_path) not in str(error.value)
+    assert str(error.value).startswith("holiday.png")
+    pixels = striped(tmp_path / "good.png")
+    assert np.array_equal(np.asarray(load_input(memoryview((tmp_path / "good.png")
+                                                           .read_bytes()))), pixels)
+
+
+@pytest.mark.parametrize("value, expected", [(3, 3), ("7", 7), (5.0, 5), (1, 1), (10, 10)])
+def test_check_int_accepts_whole_numbers_in_range(value, expected):
+    assert check_int("beams", value, 1, 10) == expected
+
+
+@pytest.mark.parametrize("value", [0, 11, 2.5, "two", None, float("nan")])
+def test_check_int_refuses_anything_else_and_says_what_is_allowed(value):
+    with pytest.raises(ValueError) as error:
+        check_int("beams", value, 1, 10)
+    assert str(error.value) == f"beams must be a whole number from 1 to 10, got {value!r}"

@@ -1,0 +1,142 @@
+"""The model's less visible promises: which encoder stages train and keep their BatchNorm
+statistics, ImageNet weights landing in the right modules, coordinates in (x, y) order, files
+as shared as any other, and load errors that name every problem."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from torchvision import models
+
+from captioner.model import Captioner, WeightsError, check_state_dict
+
+
+def trainable(encoder):
+    """Per backbone module: True if all its parameters train, False if none do."""
+    flags = []
+    for module in encoder.backbone:
+        grads = {p.requires_grad for p in module.parameters()}
+        flags.append(grads.pop() if len(grads) == 1 else None)
+    return flags
+
+
+@pytest.mark.parametrize("last, expected", [
+    (None, [True, True, None, None, True, True]),  # relu and maxpool have no parameters
+    (1, [False, False, None, None, False, True]),
+    (2, [False, False, None, None, True, True]),
+    (5, [False, False, None, None, True, True]),  # more stages than there are: all stages
+    (0, [False, False, None, None, False, False]),
+])
+def test_fine_tune_trains_only_the_last_stages(make_model, last, expected):
+    encoder = make_model(encoder_stage=2).encoder
+    encoder.fine_tune(last)
+    flags = [f if any(True for _ in m.parameters()) else None
+             for f, m in zip(trainable(encoder), encoder.backbone)]
+    assert flags == expected
+
+
+@pytest.mark.parametrize("last, frozen", [(1, 5), (0, 6), (None, 0)])
+def test_frozen_stages_keep_their_batchnorm_statistics_in_training(make_model, last, frozen):
+    model = make_model(encoder_stage=2)
+    model.encoder.fine_tune(last)
+    model.train()
+    modes = [m.training for m in model.encoder.backbone]
+    assert modes == [False] * frozen + [True] * (6 - frozen)
+    bn1 = model.encoder.backbone[1]
+    before = bn1.running_mean.clone()
+    model.encode(torch.randn(2, 3, 32, 32) * 3 + 1)
+    assert torch.equal(bn1.running_mean, before) == (frozen > 0)
+    assert model.train(False).encoder.backbone[5].training is False
+
+
+def test_imagenet_weights_fill_the_backbone_stage_by_stage(make_model, monkeypatch):
+    torch.manual_seed(7)
+    pretrained = models.resnet18()
+    asked = []
+
+    def get_model(name, weights=None):
+        asked.append((name, weights))
+        return pretrained
+
+    encoder = make_model(encoder_stage=2).encoder
+    monkeypatch.setattr(models, "get_model", get_model)
+    encoder.load_imagenet_weights("resnet18")
+    assert asked == [("resnet18", models.ResNet18_Weights.DEFAULT)]
+    own = encoder.backbone.state_dict()
+    assert torch.equal(own["0.weight"], pretrained.conv1.weight)
+    assert torch.equal(own["5.0.conv1.weight"], pretrained.layer2[0].conv1.weight)
+    assert torch.equal(own["1.running_var"], pretrained.bn1.running_var)
+
+
+def test_coordinate_channels_are_x_then_y(make_model):
+    model = make_model(grid_size=4)
+    features = model.encode(torch.zeros(1, 3, 32, 32))
+    centres = model.encoder.cell_centres() * 2 - 1
+    xy = features[0, :, -2:].detach().numpy()
+    cell = 1 * 4 + 3  # row 1, column 3 (row-major)
+    assert np.allclose(xy[cell], [centres[3], centres[1]], atol=1e-6)
+
+
+def test_saved_files_are_readable_like_any_other(tiny_model, tmp_path):
+    old = os.umask(0o022)
+    try:
+        folder = tiny_model.save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    again = Captioner.from_pretrained(str(folder))
+    for key, tensor in tiny_model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], tensor)
+    assert again.config == tiny_model.config and not again.training
+
+
+def test_load_errors_name_every_problem_and_cut_long_lists(tiny_model):
+    state = dict(tiny_model.state_dict())
+    names = sorted(state)
+    for key in names[:10]:
+        del state[key]
+    state["extra.a"] = torch.zeros(1)
+    state["gate.bias"] = torch.zeros(99)
+    with pytest.raises(WeightsError) as error:
+        check_state_dict(tiny_model, state, "w.safetensors")
+    message = str(error.value)
+    assert message.startswith("w.safetensors does not match its config.json: missing tensors ")
+    assert f"missing tensors {names[:8]} ..." in message
+    assert "; unexpected tensors ['extra.a']; " in message
+    own = tuple(tiny_model.gate.bias.shape)
+    assert message.endswith(f"shape mismatch gate.bias: file (99,) vs model {own}")
+    few = dict(tiny_model.state_dict())
+    del few[names[0]]
+    with pytest.raises(WeightsError) as error:
+        check_state_dict(tiny_model, few, "w")
+    assert str(error.value) == f"w does not match its config.json: missing tensors {names[:1]}"
+
+
+def test_a_folder_without_weights_names_the_missing_file(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(WeightsError) as error:
+        Captioner._from_pretrained(model_id=str(tmp_path), revision=None, cache_dir=None,
+                                   force_download=False, local_files_only=True, token=None,
+                                   config=tiny_config())
+    assert str(error.value) == (f"{tmp_path / 'model.safetensors'}: file not found (a model "
+                                "folder needs model.safetensors and config.json)")
+
+
+def test_int8_decoder_quantizes_only_the_decoder_and_stays_quiet(tiny_model, recwarn):
+    import warnings
+
+    from captioner.hub import quantize_decoder
+
+    warnings.simplefilter("always")
+    quantized = quantize_decoder(tiny_model)
+    assert not [w for w in recwarn if issubclass(w.category, (DeprecationWarning, UserWarning))]
+    dynamic = torch.ao.nn.quantized.dynamic
+    assert isinstance(quantized.classifier, dynamic.Linear)
+    assert isinstance(quantized.lstm, dynamic.LSTMCell)
+    assert isinstance(quantized.attention.score, dynamic.Linear)
+    assert isinstance(quantized.encoder.backbone[0], torch.nn.Conv2d)  # the encoder stays fp32
+    assert quantized.classifier.weight().dtype == torch.qint8
