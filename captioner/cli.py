@@ -110,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write every figure to this JSON file (its folder is created)")
     ev.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
                     help="on scenes, also measure whether the words depend on where the model "
-                         "looks (docs/faithfulness.md; minutes on 1000 scenes) (default: on)")
-    ev.add_argument("--faithfulness-scenes", type=at_least(0), default=0, metavar="N",
-                    help="measure faithfulness on the first N test scenes only, for speed; "
-                         "the JSON records how many (default: 0, all)")
-    ev.add_argument("--curve-words", type=at_least(0), default=1000, metavar="N",
+                         "looks (docs/faithfulness.md) (default: on)")
+    ev.add_argument("--faithfulness-scenes", type=at_least(0), default=250, metavar="N",
+                    help="measure faithfulness on the first N test scenes (about a hundred "
+                         "decodes each); the JSON records how many (default: 250; 0: all)")
+    ev.add_argument("--curve-words", type=at_least(0), default=200, metavar="N",
                     help="deletion/insertion curves for the first N named words only "
-                         "(default: 1000)")
+                         "(default: 200)")
     ev.add_argument("--hard-readout", choices=HARD_READOUTS, default=None,
                     help="hard-attention models: read the expectation or the argmax cell at "
                          "test time (default: the model's config)")

@@ -197,6 +197,8 @@ def test_evaluate_prints_and_writes_the_faithfulness_block(saved_model_dir, tmp_
     assert cli.main([*args, "--output", str(out), "--faithfulness-scenes", "1"]) == 0
     block = json.loads(out.read_text())["faithfulness"]
     assert block["scenes"] == 1 and json.loads(out.read_text())["images"] == 3
+    assert cli.main([*args, "--output", str(out), "--faithfulness-scenes", "0"]) == 0  # all
+    assert json.loads(out.read_text())["faithfulness"]["scenes"] == 3
     assert cli.main([*args, "--output", str(out), "--no-faithfulness"]) == 0
     assert "faithfulness" not in json.loads(out.read_text())
     assert cli.main([*args, "--hard-readout", "argmax"]) == 2

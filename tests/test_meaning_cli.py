@@ -16,7 +16,8 @@ def test_caption_defaults():
     args = cli.build_parser().parse_args(["caption", "x.png"])
     assert (args.images, args.weights, args.revision, args.device) == ([Path("x.png")], None,
                                                                        None, "auto")
-    assert (args.max_len, args.batch_size, args.quantize, args.beam_size) == (20, BATCH_SIZE,
+    # --max-len None: the model's own world decides once it is open (see below)
+    assert (args.max_len, args.batch_size, args.quantize, args.beam_size) == (None, BATCH_SIZE,
                                                                               None, 3)
     assert (args.json, args.output, args.attention_grid, args.top_k) == (False, None, None, 0)
     assert (args.prefix, args.look_here) == ("", [])
@@ -24,7 +25,8 @@ def test_caption_defaults():
 
 def test_evaluate_defaults():
     args = cli.build_parser().parse_args(["evaluate"])
-    assert (args.dataset, args.num_scenes, args.seed, args.data_dir) == ("scenes", 1000, 2026,
+    # --dataset None: the scene world the model was trained on
+    assert (args.dataset, args.num_scenes, args.seed, args.data_dir) == (None, 1000, 2026,
                                                                          Path("data"))
     assert args.beam_size == [1, 3] and args.output is None
     assert (args.image_column, args.caption_column, args.split_column) == (None, None, None)
@@ -42,13 +44,36 @@ def test_look_here_is_repeatable_and_kept_in_order():
 
 
 @pytest.mark.parametrize("beam, length, batch, ok", [
-    (1, 1, 1, True), ([1, 3], 20, 8, True), (0, 5, 5, False), ([2, 0], 5, 5, False),
-    (1, 0, 5, False), (1, 5, 0, False)])
-def test_decoding_limits_start_at_one(beam, length, batch, ok):
-    problem = cli.check_decoding_args(Namespace(beam_size=beam, max_len=length,
-                                                batch_size=batch))
-    assert problem == (None if ok else
-                       "--beam-size, --max-len and --batch-size must be at least 1")
+    (["1"], "1", "1", True), (["1", "3"], "20", "8", True), (["0"], "5", "5", False),
+    (["2", "0"], "5", "5", False), (["1"], "0", "5", False), (["1"], "5", "0", False)])
+def test_decoding_limits_start_at_one(beam, length, batch, ok, capsys):
+    """--beam-size, --max-len and --batch-size accept 1 and refuse 0, each on its own."""
+    argv = ["evaluate", "--beam-size", *beam, "--max-len", length, "--batch-size", batch]
+    if ok:
+        args = cli.build_parser().parse_args(argv)
+        assert (args.beam_size, args.max_len, args.batch_size) == (
+            [int(b) for b in beam], int(length), int(batch))
+        return
+    with pytest.raises(SystemExit) as stop:
+        cli.build_parser().parse_args(argv)
+    assert stop.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_max_len_default_is_the_models_world(monkeypatch):
+    """Without --max-len, a scenes-v1 model decodes up to 20 words and a scenes-v2 one up to
+    that world's longest caption; a photo model keeps 20; a given --max-len wins."""
+    from captioner.scenes import get_world
+
+    worlds = {"scenes-v1": get_world("scenes-v1"), "scenes-v2": get_world("scenes-v2")}
+    for world, given, expected in (("scenes-v1", None, 20), ("scenes-v2", None,
+                                   worlds["scenes-v2"].max_words), (None, None, 20),
+                                   ("scenes-v2", 7, 7)):
+        monkeypatch.setattr(cli, "load_model", lambda *a, **k: object())
+        monkeypatch.setattr("captioner.scenes.world_of",
+                            lambda model, w=world: worlds.get(w))
+        args = Namespace(weights=None, device="cpu", revision=None, quantize=None, max_len=given)
+        model, error = cli.open_model(args)
+        assert error is None and args.max_len == expected, (world, given)
 
 
 def test_inputs_expand_folders_recursively_sorted_and_once(tmp_path):
@@ -110,7 +135,8 @@ def help_texts() -> str:
     commands = next(a for a in parser._actions if a.dest == "command")
     with mock.patch.dict(os.environ, {"COLUMNS": "100"}):
         pages = [parser.format_help()] + [commands.choices[name].format_help()
-                                          for name in ("caption", "evaluate", "deploy-space")]
+                                          for name in ("caption", "evaluate", "push",
+                                                       "deploy-space")]
     return "\n".join(pages)
 
 

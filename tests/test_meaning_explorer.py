@@ -58,11 +58,9 @@ def page():
             <img id="picture" src="{grey_png()}"><div id="root">
             {(WEB / "explorer.html").read_text()}</div>""")
         page.add_script_tag(content=(WEB / "explorer.js").read_text())
-        # red-only colour table: the green channel drops as the heat rises
         page.evaluate("""([payload]) => {
             window.events = [];
-            const props = {value: null, alpha: 0.6, floor: 0.1, image_selector: "#picture",
-                           colormap: Array.from({length: 256}, (_, i) => [i, 0, 0])};
+            const props = {value: null, floor: 0.1, image_selector: "#picture"};
             let reload = null;
             CaptionerExplorer.mount(document.querySelector("#root"), props,
                                     (name, f) => { reload = f; },
@@ -75,13 +73,15 @@ def page():
 
 
 def hottest_pixel(page) -> tuple[int, int]:
-    """(x, y) in canvas pixels where the drawn heat is strongest (the green channel lowest)."""
+    """(x, y) in canvas pixels where the drawn attention is strongest: the explorer keeps the
+    picture bright where the model looked and dims it elsewhere, so the brightest pixel of
+    the grey picture."""
     data = page.evaluate("""() => {
         const c = document.querySelector('#heatmap canvas');
         return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
     }""")
-    green = np.asarray(data).reshape(HEIGHT, WIDTH, 4)[:, :, 1]
-    y, x = np.unravel_index(green.argmin(), green.shape)
+    bright = np.asarray(data).reshape(HEIGHT, WIDTH, 4)[:, :, :3].sum(axis=2)
+    y, x = np.unravel_index(bright.argmax(), bright.shape)
     return int(x), int(y)
 
 

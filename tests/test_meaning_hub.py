@@ -151,12 +151,24 @@ def test_metrics_are_read_beside_the_weights(tmp_path):
 
 
 def test_pointing_note_explains_only_what_was_measured():
-    from captioner.hub import POINTING_DESIGN, POINTING_GAME, STEERING, pointing_note
+    from captioner.hub import (
+        POINTING_DESIGN,
+        POINTING_GAME,
+        STEERING,
+        STEERING_FOLLOWED,
+        pointing_note,
+    )
 
     assert pointing_note({"beam1": {"bleu4": 3.0}}) == ""
     beat = {"pointing": 0.6, "pointing_chance": 0.2}
     assert pointing_note({"beam1": beat}) == "\n\n" + POINTING_GAME + "\n\n" + POINTING_DESIGN
-    assert pointing_note({"beam1": {**beat, "steering": 0.9}, "beam3": beat}) == (
+    steered = {**beat, "steering": 0.9, "steering_chance": 0.2}
+    assert pointing_note({"beam1": steered, "beam3": beat}) == (
+        "\n\n" + POINTING_GAME + "\n\n" + STEERING + STEERING_FOLLOWED + "\n\n"
+        + POINTING_DESIGN)
+    # steering at chance is reported, but "the words follow where it looks" is not claimed
+    at_chance = {**beat, "steering": 0.2, "steering_chance": 0.2}
+    assert pointing_note({"beam1": at_chance, "beam3": beat}) == (
         "\n\n" + POINTING_GAME + "\n\n" + STEERING + "\n\n" + POINTING_DESIGN)
     # the design is claimed only when every beam size beat chance; a tie is not beating it
     tie = {"pointing": 0.2, "pointing_chance": 0.2}
