@@ -47,8 +47,8 @@ from captioner.training import (  # noqa: E402
     Pairs,
     encode_captions,
     epoch_pairs,
-    parse_args,
 )
+from captioner.training_config import parse_args  # noqa: E402
 from captioner.vocab import Vocabulary  # noqa: E402
 
 

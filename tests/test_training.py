@@ -365,7 +365,7 @@ def test_help_shows_real_defaults_and_presets(capsys):
     assert "--grid GRID attention grid side (features are pooled to grid x grid) (default: 7; " \
            "scenes: 8; scenes-v2: 16)" in text
     assert "relative to the working directory" in text
-    from captioner.training import HELP, TrainConfig
+    from captioner.training_config import HELP, TrainConfig
 
     assert set(HELP) == set(TrainConfig.__dataclass_fields__)  # a help line for every option
 
@@ -384,7 +384,8 @@ def test_dataset_errors_are_messages(tmp_path, monkeypatch, capsys):
 
 
 def test_num_eval_scenes_makes_small_validation_and_test_sets(tmp_path):
-    from captioner.training import parse_args, prepare_dataset
+    from captioner.training import prepare_dataset
+    from captioner.training_config import parse_args
 
     cfg = parse_args(["--dataset", "scenes", "--num-scenes", "12", "--num-eval-scenes", "3",
                       "--image-size", "32", "--grid", "4", "--data-dir", str(tmp_path)])

@@ -400,7 +400,7 @@ def test_familiarity_follows_the_models_world(v2_model):
 
 def test_scenes_v2_training_preset():
     from captioner.model import Encoder
-    from captioner.training import parse_args
+    from captioner.training_config import parse_args
 
     cfg = parse_args(["--dataset", "scenes-v2"])
     assert (cfg.image_size, cfg.grid, cfg.encoder, cfg.encoder_stage) == (128, 16, "resnet18", 2)
