@@ -35,7 +35,14 @@ def other_load() -> list[str]:
                              capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [line for line in out.splitlines() if str(os.getpid()) != line.split()[0]]
+    return [without_machine_paths(line) for line in out.splitlines()
+            if str(os.getpid()) != line.split()[0]]
+
+
+def without_machine_paths(command: str) -> str:
+    """A command line with each absolute path cut to its file name (results are committed)."""
+    return " ".join(Path(word).name if word.startswith("/") else word
+                    for word in command.split())
 
 
 def machine() -> dict:
