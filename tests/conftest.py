@@ -49,6 +49,15 @@ def saved_model_dir(tiny_model, tmp_path):
     return tiny_model.save(tmp_path / "model")
 
 
+@pytest.fixture
+def uploads(tmp_path, monkeypatch):
+    """gradio's upload folder for this test: the only place client paths may point into."""
+    folder = tmp_path / "gradio-uploads"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
 def wait_for_line(path, text: str, proc, timeout: float = 300) -> str:
     """Poll the output file `path` of the running `proc` until a line containing `text` shows
     up and return that line; fail if the process exits first or the timeout (a hang guard)

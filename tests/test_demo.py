@@ -30,15 +30,6 @@ MAX_LEN = 6  # random tiny models rarely stop by themselves: keep captions short
 
 
 @pytest.fixture
-def uploads(tmp_path, monkeypatch):
-    """gradio's upload folder for this test: the only place client paths may point into."""
-    folder = tmp_path / "gradio-uploads"
-    folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def demo(saved_model_dir, uploads) -> Demo:
     return Demo.load(str(saved_model_dir))
 

@@ -21,14 +21,6 @@ def bundled() -> Demo:
     return Demo.load(str(BUNDLED_WEIGHTS), device="cpu")
 
 
-@pytest.fixture
-def uploads(tmp_path, monkeypatch):
-    folder = tmp_path / "gradio-uploads"
-    folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
-    return folder
-
-
 def test_special_tokens_are_never_offered_as_alternatives(bundled):
     """The decoder's own top words do include <end> (at the caption's last words); the page's
     alternatives leave it out and keep the other words in their order."""

@@ -26,6 +26,7 @@ def striped(path, colours=((200, 30, 30), (30, 30, 200))):
 
 @pytest.fixture
 def uploads(tmp_path, monkeypatch):
+    """Named plain "gradio" (not conftest's "gradio-uploads") so a sibling can start like it."""
     folder = tmp_path / "gradio"
     folder.mkdir()
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
