@@ -27,7 +27,6 @@ import gradio as gr
 from captioner.demo import (
     BEAM_SIZES,
     DEFAULT_BEAM,
-    DEFAULT_MAX_LEN,
     MAX_LEN_RANGE,
     Demo,
     Look,
@@ -39,7 +38,6 @@ from captioner.demo.handlers import event_field, ui_errors, user_errors
 from captioner.demo.link import open_link, parse_link
 from captioner.demo.why import hard_companion
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
-from captioner.scenes import COLORS, SHAPES, SIZES
 from captioner.visualize import OVERLAY_FLOOR
 
 HERE = Path(__file__).resolve().parent
@@ -242,7 +240,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                                  sources=["upload", "webcam", "clipboard"])
                 beam = gr.Slider(*BEAM_SIZES, value=DEFAULT_BEAM, step=1, label="Beam size",
                                  info="1 = greedy; more compares more captions", elem_id="beam")
-                max_len = gr.Slider(*MAX_LEN_RANGE, value=DEFAULT_MAX_LEN, step=1,
+                max_len = gr.Slider(*MAX_LEN_RANGE, value=model.default_max_len, step=1,
                                     label="Maximum length", info="in words", elem_id="max-len")
                 # soft <-> hard: explorer.js hears the change and asks for the same view
                 kind = gr.Radio(model.kinds, value=model.kind, label="Attention",
@@ -259,7 +257,7 @@ def build_app(model: Demo, examples: list[str] | None = None) -> gr.Blocks:
                 if model.knows_scenes:
                     seed, new = new_scene_controls()
         if model.knows_scenes:
-            fields, compose_button = composer()
+            fields, compose_button = composer(model.lab_options())
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 with gr.Accordion("What does the picture show?", open=False):
@@ -345,9 +343,16 @@ API_WHY = ("Why word number `word` (1-based) of the caption of an image (startin
            "attention), and p(word) with and without them (drop). See docs/faithfulness.md.")
 
 
-# The composer's starting objects: they fit and do not overlap (a test composes them).
-COMPOSE_DEFAULTS = [("circle", "red", "big", 0.25, 0.3), ("square", "green", "small", 0.75, 0.3),
-                    ("none", "blue", "small", 0.5, 0.75)]
+# The composer's starting objects per world, one row per object the world allows: they fit
+# and do not overlap (a test composes them). scenes-v2's show counting and distractors: two
+# small red circles beside a big red circle and a small red square.
+COMPOSE_DEFAULTS = {
+    "scenes-v1": [("circle", "red", "big", 0.25, 0.3), ("square", "green", "small", 0.75, 0.3),
+                  ("none", "blue", "small", 0.5, 0.75)],
+    "scenes-v2": [("circle", "red", "small", 0.25, 0.25), ("circle", "red", "small", 0.75, 0.25),
+                  ("circle", "red", "big", 0.3, 0.7), ("square", "red", "small", 0.75, 0.75),
+                  ("none", "blue", "tiny", 0.5, 0.25)],
+}
 POSITION_RANGE = (0.25, 0.75)  # a big object (under half the side wide) fits anywhere in it
 
 
@@ -361,19 +366,21 @@ def new_scene_controls() -> tuple[gr.Number, gr.Button]:
     return seed, new
 
 
-def composer() -> tuple[list, gr.Button]:
-    """Scenes of the visitor's own objects: one row per object, wide enough that no control
-    is clipped (on a phone the row wraps)."""
+def composer(options: dict) -> tuple[list, gr.Button]:
+    """Scenes of the visitor's own objects, of the lab's world (`options`: `Demo.lab_options`):
+    one row per object it allows, wide enough that no control is clipped (on a phone the row
+    wraps)."""
     fields = []
     with gr.Accordion("Scene lab: compose a scene of your own objects", open=True,
                       elem_id="composer"):
-        for n, (shape, colour, size, x, y) in enumerate(COMPOSE_DEFAULTS, 1):
+        for n, (shape, colour, size, x, y) in enumerate(COMPOSE_DEFAULTS[options["world"]], 1):
             with gr.Row(equal_height=True):
                 fields += [
-                    gr.Dropdown(["none", *SHAPES], value=shape, label=f"object {n}",
+                    gr.Dropdown(["none", *options["shapes"]], value=shape, label=f"object {n}",
                                 min_width=110),
-                    gr.Dropdown(list(COLORS), value=colour, label="colour", min_width=110),
-                    gr.Dropdown(list(SIZES), value=size, label="size", min_width=110)]
+                    gr.Dropdown(options["colors"], value=colour, label="colour",
+                                min_width=110),
+                    gr.Dropdown(options["sizes"], value=size, label="size", min_width=110)]
                 # centre positions at which even a big object fits
                 fields += [gr.Slider(*POSITION_RANGE, value=value, step=0.05, label=label,
                                      min_width=160)

@@ -63,7 +63,7 @@ from benchmarks.network import (  # noqa: E402
 )
 
 PHOTO = EXAMPLES / "photo-grace-hopper.jpg"
-WARM_UP = EXAMPLES / "scene-1.png"
+WARM_UP = EXAMPLES / "scene-1-counting.png"
 TIMEOUT_MS = 60_000
 TARGETS = {"requests_per_step": 0, "step_painted_ms": 16, "photo_caption_kb": 150,
            "upload_round_trips": 3, "page_kb": 600}

@@ -133,7 +133,7 @@ def main(argv=None) -> None:
     old_visualize = module_at(args.rev, "captioner/visualize.py", "baseline_visualize")
     m = machine()
     print(machine_line(m))
-    models = {"bundled": (load_model(bundled_dir()), EXAMPLES / "scene-1.png"),
+    models = {"bundled": (load_model(bundled_dir()), EXAMPLES / "scene-1-counting.png"),
               "resnet50": (resnet50_model(), EXAMPLES / "photo-grace-hopper.jpg")}
     times, checks, overlay_checks = {}, [], {}
     for name, (model, image) in models.items():

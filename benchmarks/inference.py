@@ -101,7 +101,7 @@ def model_dir(name: str) -> Path:
 
 def shown_image(name: str) -> Path:
     """The image each model is shown: a scene for the scene model, a photo for the other."""
-    return EXAMPLES / ("scene-1.png" if name == "bundled" else "photo-grace-hopper.jpg")
+    return EXAMPLES / ("scene-1-counting.png" if name == "bundled" else "photo-grace-hopper.jpg")
 
 
 def load_models(names: list[str]) -> dict:

@@ -85,27 +85,29 @@ def _check(model: Captioner, scene: Scene, beam_size: int, top_k: int, world: Wo
 
 
 def new_scene(model: Captioner, seed: int, *, beam_size: int = 1, top_k: int = 0,
-              world: str | None = None, max_len: int | None = None) -> LabScene:
+              world: str | None = None, max_len: int | None = None,
+              size: int | None = None) -> LabScene:
     """Lab scene number `seed` (any int >= 0), drawn like the dataset of `world` (default:
-    the model's own) at the model's size; `top_k` alternatives per word, as in
-    `caption_images`."""
+    the model's own) at `size` pixels (default: the model's size, where the world allows);
+    `top_k` alternatives per word, as in `caption_images`. The same seed, world and size
+    give the same scene."""
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, got {seed}")
     spec = lab_world(model, world)
     scene = spec.render_scene(scene_rng(LAB_SEED, "test", seed),
-                              spec.size_for(model.config.image_size))
+                              size or spec.size_for(model.config.image_size))
     return _check(model, scene, beam_size, top_k, spec, max_len)
 
 
 def compose(model: Captioner, objects: Sequence[Mapping], *, seed: int = 0,
             beam_size: int = 1, top_k: int = 0, world: str | None = None,
-            max_len: int | None = None) -> LabScene:
+            max_len: int | None = None, size: int | None = None) -> LabScene:
     """A hand-made scene of `world` (default: the model's own): up to its most objects
     (three in scenes-v1, five in scenes-v2, where identical ones are counted), each {shape,
     color, size, position (x, y fractions)}, on a background drawn from lab seed `seed`. Bad
-    specs raise ValueError."""
+    specs raise ValueError. `size` as in `new_scene`."""
     spec = lab_world(model, world)
-    size = spec.size_for(model.config.image_size)
+    size = size or spec.size_for(model.config.image_size)
     placed = spec.objects_from_specs(objects, size)
     background = spec.draw_background(np.random.default_rng([LAB_SEED, seed]), size)
     return _check(model, spec.draw_scene(placed, background), beam_size, top_k, spec, max_len)

@@ -20,7 +20,7 @@ import gradio_client  # noqa: E402  (a dependency: never skip the app tests)
 from conftest import free_port  # noqa: E402
 
 import app as app_module  # noqa: E402
-from captioner.demo import Demo  # noqa: E402
+from captioner.demo import Demo, unpack_map  # noqa: E402
 from captioner.scenes import render_scene  # noqa: E402
 
 # gradio's own queue code trips pandas deprecation warnings; not ours to fix
@@ -125,7 +125,8 @@ def test_ui_handler_returns_caption_details_and_the_explorer_payload(served):
         gradio_client.handle_file(examples[1]), 2, 6, "soft", api_name="/caption_ui")
     assert truth == ""  # a new picture: no scene-lab verdict left from the last one
     assert explorer["tokens"] == text.split() and "beam 2" in details
-    assert np.asarray(explorer["attention"]).shape == (len(explorer["tokens"]), 8 * 8)
+    maps = [unpack_map(m) for m in explorer["attention"]]
+    assert np.asarray(maps).shape == (len(explorer["tokens"]), 8 * 8)
     assert explorer["width"] >= 320 and "image" not in explorer
 
 

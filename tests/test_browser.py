@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.network import CHROMIUM, CHROMIUM_ARGS, Traffic
-from captioner.demo import DEFAULT_MAX_LEN, Demo
+from captioner.demo import DEFAULT_MAX_LEN, Demo, unpack_map
 from captioner.demo.why import hard_companion
 from captioner.hub import BUNDLED_WEIGHTS
 from captioner.scenes import render_scene
@@ -168,7 +168,8 @@ def test_browser_heatmap_matches_the_server_overlay(browser, app):
                          return Array.from(x.getImageData(0, 0, w, h).data); }""", size),
         dtype=np.uint8).reshape(size[1], size[0], 4)[..., :3]
     shown = Image.fromarray(base)
-    maps = np.asarray(payload["attention"]).reshape(len(words), payload["grid"], payload["grid"])
+    maps = np.asarray([unpack_map(m) for m in payload["attention"]]).reshape(
+        len(words), payload["grid"], payload["grid"])
     for word in (1, 2, len(words)):
         page.locator(f"#words [data-word='{word}']").click()
         wait_for_word(page, word)

@@ -226,7 +226,7 @@ def test_every_option_has_help_with_its_default():
 
 def test_questioning_flags_end_to_end():
     """--top-k, --prefix and --look-here on the bundled model, through the real command."""
-    result = run_cli(ROOT / "examples/scene-1.png", "--json", "--top-k", "3", "--prefix",
+    result = run_cli(ROOT / "examples/scene-6-old-world.png", "--json", "--top-k", "3", "--prefix",
                      "a small blue", "--look-here", "5:0.5,0.5", "--beam-size", "2")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)

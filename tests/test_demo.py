@@ -20,6 +20,7 @@ from captioner.demo import (
     describe_score,
     explorer_payload,
     load_input,
+    unpack_map,
 )
 from captioner.hub import BUNDLED_WEIGHTS
 from captioner.model import WeightsError
@@ -73,9 +74,12 @@ def test_explorer_payload_has_what_the_browser_draws_from(demo, result):
     assert json.loads(json.dumps(payload)) == payload  # plain JSON
     grid = demo.model.config.grid_size
     assert payload["tokens"] == result.tokens and payload["grid"] == grid
-    maps = np.asarray(payload["attention"])
+    maps = np.asarray([unpack_map(m) for m in payload["attention"]])
     assert maps.shape == (len(result.tokens), grid * grid)
-    np.testing.assert_allclose(maps.reshape(-1, grid, grid), result.attention, atol=1e-5)
+    # each word's map scaled to its own peak, kept to 1/255 in square-root space
+    peaks = result.attention.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(np.sqrt(maps.reshape(-1, grid, grid)),
+                               np.sqrt(result.attention / peaks), atol=0.5 / 255 + 1e-9)
     np.testing.assert_allclose(payload["centres"], demo.cell_centres, atol=1e-6)
     assert (payload["width"], payload["height"]) == result.size  # drawn at display size
     assert "image" not in payload  # the browser already shows the picture: never sent back
@@ -221,7 +225,7 @@ def bundled() -> Demo:
 
 @pytest.fixture(scope="module")
 def two_circles():
-    """examples/scene-1.png: a small red circle left of a big green one."""
+    """examples/scene-6-old-world.png: a small red circle left of a big green one."""
     return render_scene(np.random.default_rng(20261125), 256)
 
 

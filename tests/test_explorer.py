@@ -12,7 +12,7 @@ from captioner.demo import DEFAULT_MAX_LEN, Demo, Look
 from captioner.demo.core import first_content_word
 from captioner.demo.link import open_link, parse_link
 from captioner.hub import BUNDLED_WEIGHTS
-from captioner.scenes import SIZE_RANGES, objects_from_specs, render_scene
+from captioner.scenes import SIZE_RANGES, get_world, objects_from_specs, render_scene
 from captioner.vocab import SPECIALS
 
 
@@ -49,15 +49,27 @@ def test_the_default_length_never_cuts_the_models_own_lab_captions(bundled):
 
 
 def test_the_composers_starting_objects_make_a_scene(bundled):
+    world = bundled.lab_options()["world"]
     specs = [{"shape": s, "color": c, "size": z, "position": (x, y)}
-             for s, c, z, x, y in app_module.COMPOSE_DEFAULTS if s != "none"]
+             for s, c, z, x, y in app_module.COMPOSE_DEFAULTS[world] if s != "none"]
     picture, view, truth = bundled.compose(specs, 1)
     assert len(view.explorer["lab"]["objects"]) == len(specs) >= 2
-    # and the third one, switched on, fits with them too
-    everything = [{"shape": s, "color": c, "size": z, "position": (x, y)}
-                  for s, c, z, x, y in app_module.COMPOSE_DEFAULTS]
-    everything[-1]["shape"] = "triangle"
-    assert len(objects_from_specs(everything, 64)) == 3
+
+
+@pytest.mark.parametrize("world", ["scenes-v1", "scenes-v2"])
+def test_the_composer_has_a_row_per_object_of_its_world_and_all_rows_fit(world):
+    """One row per object the world allows, offering only its attributes; switched on, the
+    row left at "none" fits with the others too."""
+    spec = get_world(world)
+    rows = app_module.COMPOSE_DEFAULTS[world]
+    assert len(rows) == spec.max_objects
+    low, high = app_module.POSITION_RANGE
+    for shape, colour, size, x, y in rows:
+        assert shape in ("none", *spec.shapes) and colour in spec.colors and size in spec.sizes
+        assert low <= x <= high and low <= y <= high
+    everything = [{"shape": spec.shapes[0] if s == "none" else s, "color": c, "size": z,
+                   "position": (x, y)} for s, c, z, x, y in rows]
+    assert len(spec.objects_from_specs(everything, spec.image_size)) == spec.max_objects
 
 
 @pytest.mark.parametrize("x, y", [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)])

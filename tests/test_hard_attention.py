@@ -305,7 +305,7 @@ def test_bundled_hard_model_is_hard_and_captions_with_both_readouts():
     model = load_model(ROOT / "weights" / "hard")
     assert model.config.attention == "hard" and model.config.hard_readout == "expectation"
     assert model.reward_baseline.item() < 0
-    image = load_image(ROOT / "examples" / "scene-1.png")
+    image = load_image(ROOT / "examples" / "scene-6-old-world.png")
     for readout in ("expectation", "argmax"):
         model.config.hard_readout = readout
         caption = caption_images(model, [image], beam_size=3, max_len=20)[0]

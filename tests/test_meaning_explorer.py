@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.network import CHROMIUM, CHROMIUM_ARGS
+from captioner.demo import pack_map, unpack_map
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +35,8 @@ def one_hot(row, column):
 
 PAYLOAD = {
     "tokens": TOKENS, "caption": " ".join(TOKENS), "grid": GRID, "centres": CENTRES,
-    "width": WIDTH, "height": HEIGHT, "attention": [one_hot(*CELLS[w]) for w in (1, 2, 3)],
+    "width": WIDTH, "height": HEIGHT,
+    "attention": [pack_map(np.asarray(one_hot(*CELLS[w]))) for w in (1, 2, 3)],
     "alternatives": [[{"word": "a", "prob": 0.9}],
                      [{"word": "red", "prob": 0.6}, {"word": "blue", "prob": 0.3}],
                      [{"word": "circle", "prob": 0.8}]],
@@ -61,11 +63,11 @@ def page():
         page.evaluate("""([payload]) => {
             window.events = [];
             const props = {value: null, floor: 0.1, image_selector: "#picture"};
-            let reload = null;
+            window.props = props;
             CaptionerExplorer.mount(document.querySelector("#root"), props,
-                                    (name, f) => { reload = f; },
+                                    (name, f) => { window.reload = f; },
                                     (event, details) => window.events.push([event, details]));
-            props.value = payload; reload();
+            props.value = payload; window.reload();
         }""", [PAYLOAD])
         page.wait_for_function("document.querySelector('#heatmap').dataset.painted >= 1")
         yield page
@@ -117,3 +119,49 @@ def test_picking_an_alternative_sends_the_words_before_it_and_the_pick(page):
     page.click('#alternatives [data-alt="red"]')  # the word already there asks nothing
     assert page.evaluate("window.events.length") == count
     assert json.dumps(details)  # plain data, as gradio sends it
+
+
+def outlined(pixels: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """Whether the explorer drew a box's outline: its white line runs along the left edge
+    (dashed for a miss, so along at least 40 % of it)."""
+    x0, y0, x1, y1 = (round(v * size) for v, size in zip(box, (WIDTH, HEIGHT, WIDTH, HEIGHT)))
+    white = pixels[y0 + 4:y1 - 4, x0 - 2:x0 + 2].min(axis=2) > 240  # rows x 4 columns
+    return bool(white.any(axis=1).mean() > 0.4)
+
+
+def test_a_count_word_outlines_every_object_it_counts_and_only_those(page):
+    """"two red circles": the count word and its colour and shape words name objects 0 and 2,
+    so the lab's boxes are drawn around both (object 1, between them, stays unmarked); a
+    single object's word outlines just its own box."""
+    boxes = [(0.1, 0.2, 0.3, 0.7), (0.4, 0.2, 0.6, 0.7), (0.7, 0.2, 0.9, 0.7)]
+    lab = {"objects": [{"box": b, "label": f"object {k}"} for k, b in enumerate(boxes)],
+           "words": [{"index": 0, "object": 0, "objects": [0, 2], "hit": True},
+                     {"index": 2, "object": 1, "objects": [1], "hit": False}]}
+    try:
+        page.evaluate("([p]) => { window.props.value = p; window.reload(); }",
+                      [{**PAYLOAD, "lab": lab}])
+        drawn = {}
+        for word in (1, 3, 2):
+            page.click(f'#words [data-word="{word}"]')
+            page.wait_for_function(f"document.querySelector('#heatmap').dataset.word == {word}")
+            data = page.evaluate("""() => {
+                const c = document.querySelector('#heatmap canvas');
+                return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+            }""")
+            pixels = np.asarray(data).reshape(HEIGHT, WIDTH, 4)[:, :, :3]
+            drawn[word] = [outlined(pixels, b) for b in boxes]
+        assert drawn == {1: [True, False, True], 3: [False, True, False],
+                         2: [False, False, False]}
+    finally:
+        page.evaluate("([p]) => { window.props.value = p; window.reload(); }", [PAYLOAD])
+
+
+def test_the_browser_unpacks_a_map_as_python_does(page):
+    """An asymmetric, unnormalised map with a cell at zero: the browser's copy is the map
+    scaled to its peak, cell for cell in order, exactly as `unpack_map` reads it."""
+    heat = np.arange(16, dtype=float).reshape(4, 4) ** 1.5 / 7
+    packed = pack_map(heat)
+    browser = page.evaluate("(t) => Array.from(CaptionerExplorer.unpackMap(t))", packed)
+    np.testing.assert_allclose(browser, unpack_map(packed), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(np.sqrt(browser), np.sqrt(heat.ravel() / heat.max()),
+                               atol=0.5 / 255 + 1e-12)

@@ -170,7 +170,7 @@ def test_photos_and_blank_images_are_flagged(bundled):
         assert not verdict.familiar and "scene" in verdict.reason
     blank = Image.new("RGB", (64, 64), (140, 140, 140))
     assert not looks_like_scene(blank).familiar
-    assert familiarity(load_image(root / "examples/scene-1.png"), bundled).familiar
+    assert familiarity(load_image(root / "examples/scene-6-old-world.png"), bundled).familiar
 
 
 def test_only_scenes_models_are_checked(bundled, make_model):

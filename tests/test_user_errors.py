@@ -128,7 +128,7 @@ def test_deploy_space_without_network_is_one_line(saved_model_dir):
 # --- python -m captioner caption / evaluate ---
 
 BUNDLED = ROOT / "weights"
-SCENE, PHOTO = ROOT / "examples/scene-1.png", ROOT / "examples/photo-grace-hopper.jpg"
+SCENE, PHOTO = ROOT / "examples/scene-6-old-world.png", ROOT / "examples/photo-grace-hopper.jpg"
 
 
 def caption(*args, cwd=ROOT, **env) -> subprocess.CompletedProcess:

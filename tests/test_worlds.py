@@ -5,6 +5,7 @@ evaluate, lab, familiarity, training presets) following a model's world."""
 import hashlib
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +15,13 @@ from PIL import Image
 
 from captioner import cli
 from captioner.decoding import Caption
+from captioner.demo import Demo
+from captioner.demo.core import lab_payload, truth_markdown
+from captioner.demo.model_info import ModelInfo
 from captioner.evaluation import held_out_named, pointing_words
 from captioner.familiarity import familiarity, looks_like_scene
 from captioner.hub import BUNDLED_WEIGHTS, load_model, read_config
-from captioner.lab import compose, lab_options, new_scene
+from captioner.lab import LabScene, compose, lab_options, new_scene
 from captioner.model import WeightsError
 from captioner.scenes import (
     SceneObject,
@@ -409,3 +413,44 @@ def test_scenes_v2_training_preset():
     encoder = Encoder(cfg.encoder, cfg.encoder_stage, cfg.grid, cfg.image_size, True)
     assert encoder.stride * cfg.grid == cfg.image_size  # one grid cell per feature
     assert parse_args(["--dataset", "scenes"]).grid == 8  # the old world's preset stays
+
+
+def tiny_demo(model) -> Demo:
+    return Demo(model, ModelInfo("tiny", Path("."), "tiny"))
+
+
+def test_one_page_one_lab_world_for_both_models(v2_model, make_model):
+    """A hard companion trained on scenes-v1 beside a scenes-v2 model is tested on the page's
+    scenes-v2 scenes (lab scene 3 is the same scene for both), and the page's caption limit
+    has room for scenes-v2's longest caption; alone, the v1 model keeps its own world."""
+    v1_alone = tiny_demo(make_model(seed=1, vocab=[*SPECIALS, *sorted(V1.words)], attention="hard"))
+    assert v1_alone.lab_options()["world"] == "scenes-v1" and v1_alone.default_max_len == 30
+    _, _, own_truth = v1_alone.new_scene(3, 1, 5)
+    soft = tiny_demo(v2_model)
+    assert soft.default_max_len == 40 and soft.default_max_len > V2.max_words - 2
+    hard = tiny_demo(make_model(seed=1, vocab=[*SPECIALS, *sorted(V1.words)], attention="hard"))
+    soft.pair(hard)
+    assert hard.lab_options() == soft.lab_options() == V2.options()
+    assert hard.default_max_len == 40
+    soft_truth = soft.new_scene(3, 1, 5)[2].split("**Caption content")[0]
+    hard_truth = hard.using("hard").new_scene(3, 1, 5)[2].split("**Caption content")[0]
+    assert hard_truth == soft_truth != own_truth.split("**Caption content")[0]
+    specs = [{"shape": "star", "color": "pink", "size": "tiny", "position": (0.3, 0.3)}]
+    assert "tiny pink star" in hard.compose(specs, 1, 5)[2]  # scenes-v1 has neither
+
+
+def test_the_lab_payload_gives_a_count_words_every_object_and_marks_hidden_ones():
+    objects = [{"size": "small", "color": "red", "shape": "circle", "box_fraction": [0, 0, .2, .2],
+                "visible": 1.0},
+               {"size": "big", "color": "blue", "shape": "square", "box_fraction": [.3, 0, .7, .4],
+                "visible": 0.12},
+               {"size": "small", "color": "red", "shape": "circle", "box_fraction": [.8, 0, 1, .2],
+                "visible": 0.64}]
+    words = [{"index": 0, "word": "two", "object": 0, "objects": [0, 2], "hit": False}]
+    scene = LabScene(Image.new("RGB", (8, 8)), Caption(["two"], 0.0, np.zeros((1, 2, 2))),
+                     objects, ["two small red circles"], True, None, words)
+    payload = lab_payload(scene)
+    assert payload["words"] == [{"index": 0, "object": 0, "objects": [0, 2], "hit": False}]
+    assert [o["label"] for o in payload["objects"]] == [
+        "small red circle", "big blue square (mostly hidden: 12% shows)", "small red circle"]
+    assert "big blue square (mostly hidden: 12% shows)" in truth_markdown(scene)

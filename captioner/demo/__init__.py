@@ -21,6 +21,8 @@ from captioner.demo.core import (
     display_size,
     example_thumbnails,
     explorer_payload,
+    pack_map,
+    unpack_map,
     web_asset,
 )
 from captioner.demo.inputs import NO_IMAGE, ClientFiles, check_int, load_input
@@ -30,4 +32,4 @@ __all__ = ["BEAM_SIZES", "DEFAULT_BEAM", "DEFAULT_MAX_LEN", "DISPLAY_MAX", "DISP
            "EMPTY_CAPTION", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "Look",
            "ModelInfo", "Result", "View", "api_payload", "check_int", "describe_score",
            "display_copy", "display_size", "example_thumbnails", "explorer_payload",
-           "load_input", "web_asset"]
+           "load_input", "pack_map", "unpack_map", "web_asset"]

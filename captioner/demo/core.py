@@ -36,16 +36,17 @@ from captioner.faithfulness import explain_word
 from captioner.familiarity import trained_on_scenes, unfamiliar_warning
 from captioner.hub import BUNDLED_WEIGHTS, load_model, resolve_model_dir
 from captioner.model import Captioner
+from captioner.scenes.objects import MIN_VISIBLE
 from captioner.vocab import SPECIALS
 
 BEAM_SIZES = (1, 5)  # smallest and largest beam the app offers
 MAX_LEN_RANGE = (3, 40)  # shortest and longest caption limit the app offers
-# 30 words: the scenes' longest true caption (three objects, two relations) has 27, and a
-# limit must never cut the model's own caption mid-phrase
+# 30 words: scenes-v1's longest true caption (three objects, two relations) has 27, and a
+# limit must never cut the model's own caption mid-phrase (a scenes-v2 model gets 40:
+# `Demo.default_max_len`)
 DEFAULT_BEAM, DEFAULT_MAX_LEN = 3, 30
 DISPLAY_MAX = 512  # heatmaps are drawn at most this large ...
 DISPLAY_MIN = 320  # ... and small inputs (64 px scenes) are enlarged to at least this
-ATTENTION_DECIMALS = 5  # attention sent to the browser: 1e-5 is far below one colour level
 TOP_K = 5  # alternatives shown for each word
 EMPTY_CAPTION = "(the model ended the caption before writing any word)"
 # words the explorer does not open on: it shows the first word that names something
@@ -169,18 +170,33 @@ def api_payload(result: Result, cell_centres: np.ndarray | None = None) -> dict:
     return payload
 
 
+def pack_map(attention: np.ndarray) -> str:
+    """One word's map for the browser, which draws it scaled to its own peak with brightness
+    sqrt(heat): so the square root of the map scaled to its peak, one byte per cell, base64.
+    A 16 x 16 map takes 344 characters (about 1,800 as decimals) and is drawn within a
+    brightness level or two of the exact map (tests/test_explorer.py)."""
+    values = np.clip(np.asarray(attention, dtype=np.float64).ravel(), 0, None)
+    peak = values.max(initial=0.0)
+    levels = np.round(255 * np.sqrt(values / peak)) if peak > 0 else np.zeros_like(values)
+    return base64.b64encode(levels.astype(np.uint8).tobytes()).decode("ascii")
+
+
+def unpack_map(text: str) -> np.ndarray:
+    """`pack_map`'s map (flattened, scaled to its peak), as explorer.js reads it."""
+    return (np.frombuffer(base64.b64decode(text), dtype=np.uint8) / 255.0) ** 2
+
+
 def explorer_payload(result: Result, cell_centres: np.ndarray) -> dict:
     """What the browser's attention explorer (web/explorer.js) draws every word from: one
-    flattened grid x grid map per word, the true cell centres, and the display size at which
-    it draws them over the image it already shows."""
+    flattened grid x grid map per word (`pack_map`), the true cell centres, and the display
+    size at which it draws them over the image it already shows."""
     grid = result.attention.shape[-1] if result.attention.ndim == 3 else len(cell_centres)
     return {
         "caption": result.text,
         "tokens": list(result.tokens),
         "grid": int(grid),
         "centres": [round(float(c), 6) for c in cell_centres],
-        "attention": [np.round(a.astype(np.float64).ravel(), ATTENTION_DECIMALS).tolist()
-                      for a in result.attention],
+        "attention": [pack_map(a) for a in result.attention],
         "width": result.size[0],
         "height": result.size[1],
         **questions(result),
@@ -238,20 +254,28 @@ def describe_score(result: Result) -> str:
             f"{result.seconds * 1000:.0f} ms" + cut)
 
 
+def object_label(obj: dict) -> str:
+    """"small red circle", and for a mostly covered object (never to be named) a note."""
+    label = f"{obj['size']} {obj['color']} {obj['shape']}"
+    if obj.get("visible", 1.0) < MIN_VISIBLE:
+        label += f" (mostly hidden: {obj['visible']:.0%} shows)"
+    return label
+
+
 def lab_payload(scene: lab.LabScene) -> dict:
     """The scene lab's truth for the explorer: each object's box (fractions of the side) and,
-    per word naming an object, whether the attention peak fell inside its box."""
-    return {"objects": [{"box": o["box_fraction"],
-                         "label": f"{o['size']} {o['color']} {o['shape']}"}
+    per word naming objects, which ones (a count word names them all) and whether the
+    attention peak fell inside one of their boxes."""
+    return {"objects": [{"box": o["box_fraction"], "label": object_label(o)}
                         for o in scene.objects],
-            "words": [{"index": w["index"], "object": w["object"], "hit": w["hit"]}
-                      for w in scene.words]}
+            "words": [{"index": w["index"], "object": w["object"], "objects": w["objects"],
+                       "hit": w["hit"]} for w in scene.words]}
 
 
 def truth_markdown(scene: lab.LabScene) -> str:
     """The scene lab's verdict beside the model's caption, in words (no emoji: not every
     visitor's system draws them), short enough to leave the picture on the first screen."""
-    objects = "; ".join(f"{o['size']} {o['color']} {o['shape']}" for o in scene.objects)
+    objects = "; ".join(object_label(o) for o in scene.objects)
     verdict = "right" if scene.objects_correct else "wrong"
     if scene.caption.truncated:
         verdict = "wrong: the caption was cut at the maximum length"
@@ -261,7 +285,8 @@ def truth_markdown(scene: lab.LabScene) -> str:
         lines[0] += f" Relation: **{'right' if scene.relations_correct else 'wrong'}**."
     if scene.words:
         hits = ", ".join(f"“{w['word']}” {'hit' if w['hit'] else 'miss'}" for w in scene.words)
-        lines.append(f"**Attention peak inside the named object's box:** {hits}.")
+        lines.append(f"**Attention peak inside the named object's box** (a count word: one "
+                     f"of its objects' boxes): {hits}.")
     captions = " · ".join(f"“{r}”" for r in scene.references)
     lines.append(f"<details><summary>The five true captions</summary>{captions}</details>")
     return "\n\n".join(lines)
@@ -286,6 +311,9 @@ class Demo:
         self.files = files or ClientFiles()
         self.example_digests: dict[str, int] = {}  # sha256 of an example's bytes -> its number
         self.companions: dict[str, Demo] = {self.kind: self}  # attention kind -> model
+        # the lab's scene world and drawing size (None: the model's own)
+        self.lab_world: str | None = None
+        self.lab_size: int | None = None
 
     @property
     def kind(self) -> str:
@@ -304,6 +332,12 @@ class Demo:
                              "soft and one hard model")
         self.companions[other.kind] = other
         other.companions = self.companions  # each offers the same switch
+        # one page, one lab: the companion is tested on this model's world, even if it was
+        # trained on another (its card says which; its familiarity check may then warn)
+        # and drawn at the same size, so that lab scene n is the same scene for both
+        world = lab.lab_world(self.model, self.lab_world)
+        other.lab_world = self.lab_world = world.name
+        other.lab_size = self.lab_size = world.size_for(self.model.config.image_size)
 
     def using(self, kind: str | None) -> Demo:
         """The model with attention `kind` (None or "": this one), sharing what clients may
@@ -352,10 +386,11 @@ class Demo:
 
     # --- captioning ---
 
-    def caption(self, image: Image.Image, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN,
+    def caption(self, image: Image.Image, beam_size=DEFAULT_BEAM, max_len=None,
                 prefix: str = "", look: Look | None = None) -> Result:
         """Caption one PIL image, optionally starting with the words `prefix` and, with `look`,
         looking at a point at one word. Raises ValueError for bad settings or words."""
+        max_len = self.default_max_len if max_len is None else max_len
         beam_size, max_len, prefix, point = check_request(beam_size, max_len, prefix, look,
                                                           BEAM_SIZES, MAX_LEN_RANGE)
         start = time.perf_counter()
@@ -377,14 +412,14 @@ class Demo:
                       time.perf_counter() - start, forced=len(prefix.split()), look=look,
                       warning=unfamiliar_warning(image, self.model))
 
-    def api(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN, prefix: str = "",
+    def api(self, payload, beam_size=DEFAULT_BEAM, max_len=None, prefix: str = "",
             look: Look | None = None) -> dict:
         """The API endpoints: JSON with caption, tokens, score, attention maps and what can be
         questioned. `payload` comes from a client: only uploaded or shipped files are opened."""
         result = self.caption(self.files.open(payload), beam_size, max_len, prefix, look)
         return {**api_payload(result, self.cell_centres), "attention_kind": self.kind}
 
-    def view(self, payload, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN, prefix: str = "",
+    def view(self, payload, beam_size=DEFAULT_BEAM, max_len=None, prefix: str = "",
              look: Look | None = None, source: dict | None = None) -> View:
         """Caption a client's image and prepare everything the page shows (no files written).
         `source` says what the picture is, for the page's shareable link."""
@@ -399,7 +434,7 @@ class Demo:
 
     # --- "why this word?" (see why.py) ---
 
-    def why(self, payload, word, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN,
+    def why(self, payload, word, beam_size=DEFAULT_BEAM, max_len=None,
             prefix: str = "", look: Look | None = None) -> dict:
         """The API's "why": for word number `word` (1-based) of the caption these settings
         give, its attention, Grad-CAM and occlusion maps and p(word) without the attended
@@ -407,7 +442,7 @@ class Demo:
         from the client."""
         return self._why(self.files.open(payload), word, beam_size, max_len, prefix, look)[1]
 
-    def why_view(self, payload, word, beam_size=DEFAULT_BEAM, max_len=DEFAULT_MAX_LEN,
+    def why_view(self, payload, word, beam_size=DEFAULT_BEAM, max_len=None,
                  prefix: str = "", look: Look | None = None) -> View:
         """The page's "why": the same caption's view, opened at `word`, with its
         explanation (`explorer["why"]`) for the explorer to draw."""
@@ -441,6 +476,17 @@ class Demo:
         """Trained on generated scenes: the app then offers the scene lab."""
         return trained_on_scenes(self.model)
 
+    @property
+    def default_max_len(self) -> int:
+        """The caption limit the page starts with: room for the longest true caption of the
+        lab's world (40 steps for scenes-v2's 39 words; 30 otherwise)."""
+        world = lab.lab_world(self.model, self.lab_world) if self.knows_scenes else None
+        return min(MAX_LEN_RANGE[1], max(DEFAULT_MAX_LEN, world.max_words if world else 0))
+
+    def lab_options(self) -> dict:
+        """What the composer offers: the lab world's shapes, colours, sizes, most objects."""
+        return lab.lab_options(self.model, self.lab_world)
+
     def lab_view(self, scene: lab.LabScene, beam_size: int, max_len: int, seconds: float,
                  source: dict | None = None) -> tuple[Image.Image, View, str]:
         """A lab scene as the page shows it: the picture (enlarged by whole pixels, so that
@@ -455,26 +501,28 @@ class Demo:
         return picture, self._view(result), truth_markdown(scene)
 
     def new_scene(self, seed, beam_size=1,
-                  max_len=DEFAULT_MAX_LEN) -> tuple[Image.Image, View, str]:
+                  max_len=None) -> tuple[Image.Image, View, str]:
         """Lab scene number `seed`, from a seed range never used for training or evaluation."""
         seed = check_int("scene number", seed, 0, 10**9)
         beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
-        max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
+        max_len = check_int("maximum length", self.default_max_len if max_len is None
+                            else max_len, *MAX_LEN_RANGE)
         start = time.perf_counter()
         scene = lab.new_scene(self.model, seed, beam_size=beam_size, top_k=TOP_K,
-                              max_len=max_len)
+                              world=self.lab_world, max_len=max_len, size=self.lab_size)
         return self.lab_view(scene, beam_size, max_len, time.perf_counter() - start,
                              source={"scene": seed})
 
     def compose(self, specs: list[dict], beam_size=1,
-                max_len=DEFAULT_MAX_LEN) -> tuple[Image.Image, View, str]:
+                max_len=None) -> tuple[Image.Image, View, str]:
         """A scene of the visitor's objects (shape, color, size, position); bad specs raise
         ValueError naming the problem."""
         beam_size = check_int("beam size", beam_size, *BEAM_SIZES)
-        max_len = check_int("maximum length", max_len, *MAX_LEN_RANGE)
+        max_len = check_int("maximum length", self.default_max_len if max_len is None
+                            else max_len, *MAX_LEN_RANGE)
         start = time.perf_counter()
         scene = lab.compose(self.model, specs, beam_size=beam_size, top_k=TOP_K,
-                            max_len=max_len)
+                            world=self.lab_world, max_len=max_len, size=self.lab_size)
         return self.lab_view(scene, beam_size, max_len, time.perf_counter() - start,
                              source={"compose": [dict(spec) for spec in specs]})
 

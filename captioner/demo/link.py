@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from captioner.demo.core import DEFAULT_BEAM, DEFAULT_MAX_LEN, Demo, Look, View
+from captioner.demo.core import DEFAULT_BEAM, Demo, Look, View
 from captioner.demo.inputs import check_int
 
 
@@ -70,7 +70,7 @@ def open_link(model: Demo, examples: list[str], link: dict) -> Opened:
     """The view a parsed link names; without one, the first example. Bad values raise
     ValueError with a message for the visitor."""
     model = model.using(link.get("model"))  # the soft or hard model the link names
-    beam_size, max_len = link.get("beam", DEFAULT_BEAM), link.get("len", DEFAULT_MAX_LEN)
+    beam_size, max_len = link.get("beam", DEFAULT_BEAM), link.get("len", model.default_max_len)
     steer = {"prefix": link.get("prefix", ""), "look": link.get("look")}
     if "scene" in link or "compose" in link:
         if not model.knows_scenes:

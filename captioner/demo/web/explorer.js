@@ -52,6 +52,15 @@
     return { lo, hi, w };
   }
 
+  /** One word's map as the server packs it (core.py `pack_map`: base64, one byte per cell,
+   * the square root of the map scaled to its peak) -> the map scaled to its peak. */
+  function unpackMap(text) {
+    const bytes = atob(text);
+    const map = new Float64Array(bytes.length);
+    for (let i = 0; i < bytes.length; i++) map[i] = (bytes.charCodeAt(i) / 255) ** 2;
+    return map;
+  }
+
   /** One word's map (flattened grid x grid, row-major) -> width x height heat in [0, 1],
    * scaled to its own peak. Separable: rows first (height x grid), then columns. */
   function heatmap(attention, grid, width, height, centres) {
@@ -156,21 +165,25 @@
       stamp.paintedAt = String(performance.now());
     }
 
-    /** On the heatmap: the box of the object the selected word names (scene lab; green when
-     * the attention peak fell inside it, red when not) and the point the model was made to
+    /** On the heatmap: the boxes of the objects the selected word names (scene lab: one
+     * box, or all of a counted group's, "two small red circles"; solid when the attention
+     * peak fell inside one of them, dashed when not) and the point the model was made to
      * look at (look here). */
     function drawMarks(ctx) {
       const w = data.width, h = data.height;
       const named = (data.lab?.words || []).find((x) => x.index === current - 1);
       if (named) {  // white on black: stands out on every scene colour; a miss is dashed
-        const [x0, y0, x1, y1] = data.lab.objects[named.object].box;
+        const boxes = (named.objects || [named.object]).map((k) => data.lab.objects[k].box);
         const line = Math.max(2, w / 160);
         ctx.setLineDash(named.hit ? [] : [3 * line, 2 * line]);
         for (const [colour, width] of [["black", 3 * line], ["white", line]]) {
           ctx.lineWidth = width; ctx.strokeStyle = colour;
-          ctx.strokeRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+          for (const [bx0, by0, bx1, by1] of boxes) {
+            ctx.strokeRect(bx0 * w, by0 * h, (bx1 - bx0) * w, (by1 - by0) * h);
+          }
         }
         ctx.setLineDash([]);
+        const [x0, y0, , y1] = boxes[0];  // the label goes by the first box
         const label = named.hit ? "hit: peak inside" : "miss: peak outside";
         ctx.font = "600 " + Math.round(w / 26) + "px sans-serif";
         const tw = ctx.measureText(label).width + 8, th = Math.round(w / 20);
@@ -202,7 +215,9 @@
         + "attention here, not your look-here point)" : "") + ".";
       element.querySelectorAll("#why figure").forEach((figure) => {
         const name = figure.dataset.map;
-        const values = why[name].map((v) => Math.max(0, v));
+        // the attention one is the heatmap's own map (the same drawing, to the pixel)
+        const values = name === "attention" ? data.attention[why.word - 1]
+          : why[name].map((v) => Math.max(0, v));
         const c = figure.querySelector("canvas");
         c.width = data.width; c.height = data.height;
         const out = new ImageData(data.width, data.height);
@@ -411,7 +426,7 @@
       canvas.width = value.width; canvas.height = value.height;
       whenLoaded(value.image ? pictureFrom(value.image) : shownImage(), (image) => {
         if (ticket !== loads) return;  // a newer caption arrived meanwhile
-        data = value;
+        data = { ...value, attention: value.attention.map(unpackMap) };
         pixels = pixelsOf(image, value.width, value.height);
         thumbPixels = pixelsOf(image, tw, th);
         canvas.hidden = false;
@@ -554,5 +569,5 @@
     load();
   }
 
-  global.CaptionerExplorer = { interpolation, heatmap, blend, mount };
+  global.CaptionerExplorer = { interpolation, heatmap, blend, unpackMap, mount };
 })(window);
