@@ -187,6 +187,18 @@ def diff(name: str, target: Target, mutant: str) -> str:
                      if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
+def commit() -> str:
+    """The commit measured (its sources; uncommitted edits are marked with a +)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "captioner", "tests"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
 def function_of(mutant: str) -> str:
     return re.sub(r"__mutmut_\d+$", "", mutant)
 
@@ -194,10 +206,13 @@ def function_of(mutant: str) -> str:
 def report() -> None:
     equivalents = json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else []
     old = RESULTS / "mutation.json"
+    previous = json.loads(old.read_text())["modules"] if old.exists() else {}
     modules = {}
     for name, target in TARGETS.items():
         status = verdicts(name, target)
-        if status is None:
+        if status is None:  # no scratch copy here: keep what an earlier run measured
+            if name in previous:
+                modules[name] = previous[name]
             continue
         survivors = []
         for mutant, verdict in sorted(status.items()):
@@ -218,7 +233,7 @@ def report() -> None:
                          "total": len(status),
                          "score": round(100 * killed / max(len(status), 1), 1),
                          "unjustified": sum(s["equivalent_because"] is None for s in survivors),
-                         "seconds": seconds, "survivors": survivors}
+                         "seconds": seconds, "commit": commit(), "survivors": survivors}
     RESULTS.mkdir(parents=True, exist_ok=True)
     import mutmut
 
@@ -230,8 +245,9 @@ def report() -> None:
              "CPUs). Killed = a test failed or timed out; score = killed / total; survivors with "
              "a reason in benchmarks/mutation_equivalents.json are equivalent mutants (no "
              "behaviour can change), the others are counted as unjustified.", "",
-             "| module | killed | survived | not covered | total | score | unjustified | time |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| module | killed | survived | not covered | total | score | unjustified | time "
+             "| at commit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     unfinished = [m["module"] for m in modules.values() if m["not_checked"]]
     for m in modules.values():
         times = m["seconds"]
@@ -241,7 +257,8 @@ def report() -> None:
         score = (f"{m['score']} %" if not m["not_checked"] else
                  f"unfinished: {checked} of {m['total']} checked")
         lines.append(f"| {m['module']} | {m['killed']} | {m['survived']} | {m['not_covered']} "
-                     f"| {m['total']} | {score} | {m['unjustified']} | {t} |")
+                     f"| {m['total']} | {score} | {m['unjustified']} | {t} "
+                     f"| {m.get('commit', 'before 9bf37a4')} |")
     if unfinished:
         lines += ["", f"Unfinished runs (some mutants not checked yet): {', '.join(unfinished)}"]
     for m in modules.values():
