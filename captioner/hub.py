@@ -233,7 +233,9 @@ Selected epoch: {{ selected_epoch }} (best validation score).{{ pointing_note }}
 
 ## How it was trained
 
-```bash
+{% if trained_in %}{{ trained_in }}
+
+{% endif %}```bash
 {{ command }}
 ```
 
@@ -329,11 +331,23 @@ def readout_text(cfg: dict) -> str:
             if readout == "expectation" else "single most attended cell (argmax)")
 
 
+def training_time(history: list[dict], hardware: str) -> str:
+    """"Trained for 12 epochs in 1 h 32 min on 2 CPU cores": the epochs' own times from the
+    log (a resumed run's epochs each counted once), validation included."""
+    seconds = sum(row.get("seconds", 0) for row in history)
+    hours, minutes = divmod(round(seconds / 60), 60)
+    took = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return (f"Trained for {len(history)} epoch{'s' * (len(history) != 1)} in {took} on "
+            f"{hardware} (each epoch's time, with its validation, from `log.jsonl`).")
+
+
 def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
-                     weights_ref: str | None = None, project_url: str | None = None) -> Path:
+                     weights_ref: str | None = None, project_url: str | None = None,
+                     trained_in: str = "") -> Path:
     """README.md for the model folder, written with huggingface_hub's ModelCard API, with the
     dataset and the test metrics in its metadata. `weights_ref` is how users should name the
-    model (default: Hub repo or output folder); `project_url` links the code (never guessed)."""
+    model (default: Hub repo or output folder); `project_url` links the code (never guessed);
+    `trained_in` says how long it took on what (`training_time`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     from captioner.scenes import is_world
@@ -369,7 +383,7 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
         data_description=description if scenes else
         f"`{cfg['dataset']}` loaded with 🤗 datasets; train/validation/test splits as provided "
         "(or carved deterministically from train).",
-        command=command, config=json.dumps(cfg, indent=2),
+        command=command, config=json.dumps(cfg, indent=2), trained_in=trained_in,
         example="scene.png" if scenes else "photo.jpg",
         weights_ref=weights_ref or cfg.get("push_to_hub") or cfg["output_dir"],
         limits=SCENES_LIMITS if scenes else PHOTO_LIMITS)

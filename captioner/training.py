@@ -36,6 +36,7 @@ from captioner.hub import (
     check_push_target,
     load_model,
     push_folder,
+    training_time,
     write_model_card,
 )
 from captioner.model import Captioner, CaptionerConfig, replace_as_shared
@@ -392,6 +393,15 @@ def broadcast_state(acc: Accelerator, state: dict) -> dict:
     return broadcast_object_list([state])[0]
 
 
+def hardware(cfg: TrainConfig) -> str:
+    """What trained it, for the model card: the GPUs' name, or the CPU cores."""
+    if torch.cuda.is_available() and not cfg.cpu:
+        count = torch.cuda.device_count()
+        return f"{count} × {torch.cuda.get_device_name(0)}" if count > 1 else \
+            f"one {torch.cuda.get_device_name(0)}"
+    return f"{os.cpu_count()} CPU cores"
+
+
 def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dict]) -> None:
     """Evaluate the selected model on the test split and write metrics, figures and card."""
     model = load_model(out)
@@ -412,7 +422,8 @@ def finish(cfg: TrainConfig, out: Path, dataset, command: str, history: list[dic
     save_attention_grid(out / "attention_example.png", image, caption.tokens, caption.attention,
                         model.encoder.cell_centres(), title=caption.text)
     write_model_card(out, cfg=asdict(cfg), metrics=metrics, command=command,
-                     project_url=cfg.project_url or None)
+                     project_url=cfg.project_url or None,
+                     trained_in=training_time(history, hardware(cfg)))
     print(json.dumps({k: {m: v for m, v in metrics[k].items() if m != "examples"}
                       for k in ("beam1", "beam3")}, indent=2))
     if cfg.push_to_hub:

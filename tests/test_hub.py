@@ -298,3 +298,17 @@ def test_card_links_the_project_only_when_given(tmp_path):
     hub.write_model_card(tmp_path, cfg=CARD_CFG, metrics={"images": 1, "beam1": CAPTION_SCORES},
                          command="c", project_url="https://example.org/captioner")
     assert "[captioner](https://example.org/captioner)" in (tmp_path / "README.md").read_text()
+
+
+def test_card_says_how_long_training_took_on_what(tmp_path):
+    """The epochs' own times add up (a resumed run's too), hours and minutes rounded."""
+    history = [{"epoch": 1, "seconds": 60.4}, {"epoch": 2, "seconds": 3000.0},
+               {"epoch": 3, "seconds": 2539.7}]
+    said = hub.training_time(history, "2 CPU cores")
+    assert said.startswith("Trained for 3 epochs in 1 h 33 min on 2 CPU cores")
+    assert hub.training_time(history[:1], "one NVIDIA H100").startswith(
+        "Trained for 1 epoch in 1 min on one NVIDIA H100")
+    hub.write_model_card(tmp_path, cfg=CARD_CFG, metrics={"images": 1, "beam1": CAPTION_SCORES},
+                         command="python train_space.py", trained_in=said)
+    text = (tmp_path / "README.md").read_text()
+    assert f"## How it was trained\n\n{said}\n\n```bash\npython train_space.py" in text

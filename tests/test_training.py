@@ -91,6 +91,7 @@ def check_output(out: Path, epochs: int) -> dict:
     assert [row["epoch"] for row in log] == list(range(1, epochs + 1))
     card = (out / "README.md").read_text()
     assert "BLEU-4" in card and "python train_space.py" in card and "pipeline_tag" in card
+    assert f"Trained for {epochs} epoch" in card and "CPU cores" in card
     return metrics
 
 
