@@ -241,7 +241,7 @@ def test_questioning_flags_end_to_end():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--prefix", "a pink"], "'pink'"),
+    (["--prefix", "a magenta"], "'magenta'"),  # not a word of the model's
     (["--look-here", "0:0.5,0.5"], "counts from 1"),
     (["--look-here", "2:1.5,0.5"], "fractions"),
     (["--look-here", "two"], "WORD:X,Y"),
@@ -268,7 +268,7 @@ def test_evaluate_command_on_fresh_scenes(tmp_path, monkeypatch, capsys):
     assert code == 0
     result = capsys.readouterr()
     results = json.loads(out.read_text())
-    assert results["images"] == 20 and results["dataset"] == "scenes"
+    assert results["images"] == 20 and results["dataset"] == "scenes-v2"  # the model's world
     assert len(list((tmp_path / "data").rglob("test/*.png"))) == 20  # generated, not reused
     printed = [line for line in result.out.splitlines() if line.startswith("beam ")]
     assert len(printed) == 2
@@ -279,7 +279,7 @@ def test_evaluate_command_on_fresh_scenes(tmp_path, monkeypatch, capsys):
         assert f"bleu4 {metrics['bleu4']}," in line
         assert f"pointing {metrics['pointing'] * 100:.1f} %" in line  # fractions as percentages
         assert metrics["pointing_trials"] >= 20  # at least one named object per scene
-        assert metrics["objects_correct"] >= 0.7, metrics["examples"]
+        assert metrics["objects_correct"] >= 0.5, metrics["examples"]
         assert metrics["pointing"] > metrics["pointing_chance"] + 0.2
         assert metrics["pointing_strict"] > metrics["pointing_strict_chance"]
         assert 50 <= metrics["bleu4"] <= 100

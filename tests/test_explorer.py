@@ -54,6 +54,8 @@ def test_the_composers_starting_objects_make_a_scene(bundled):
              for s, c, z, x, y in app_module.COMPOSE_DEFAULTS[world] if s != "none"]
     picture, view, truth = bundled.compose(specs, 1)
     assert len(view.explorer["lab"]["objects"]) == len(specs) >= 2
+    if world == "scenes-v2":  # they show counting: "two ..." names two objects
+        assert any(len(w["objects"]) == 2 for w in view.explorer["lab"]["words"]), view.caption
 
 
 @pytest.mark.parametrize("world", ["scenes-v1", "scenes-v2"])

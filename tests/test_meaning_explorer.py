@@ -165,3 +165,21 @@ def test_the_browser_unpacks_a_map_as_python_does(page):
     np.testing.assert_allclose(browser, unpack_map(packed), rtol=0, atol=1e-15)
     np.testing.assert_allclose(np.sqrt(browser), np.sqrt(heat.ravel() / heat.max()),
                                atol=0.5 / 255 + 1e-12)
+
+
+def test_every_words_thumbnail_is_drawn_with_its_own_map(page):
+    """The gallery under the heatmap: thumbnail n is word n's map over the picture (brightest
+    at its own cell), drawn soon after the caption arrives."""
+    page.wait_for_function("""() => [...document.querySelectorAll('#gallery canvas')].every(
+        c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v > 0))""")
+    for word, (row, column) in CELLS.items():
+        size, data = page.evaluate(f"""() => {{
+            const c = document.querySelectorAll('#gallery canvas')[{word - 1}];
+            return [[c.width, c.height],
+                    Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];
+        }}""")
+        width, height = size
+        bright = np.asarray(data).reshape(height, width, 4)[:, :, :3].sum(axis=2)
+        y, x = np.unravel_index(bright.argmax(), bright.shape)
+        assert abs((x + 0.5) / width - CENTRES[column]) < 0.1, word
+        assert abs((y + 0.5) / height - CENTRES[row]) < 0.1, word

@@ -129,6 +129,7 @@ def test_deploy_space_without_network_is_one_line(saved_model_dir):
 
 BUNDLED = ROOT / "weights"
 SCENE, PHOTO = ROOT / "examples/scene-6-old-world.png", ROOT / "examples/photo-grace-hopper.jpg"
+COUNTING = ROOT / "examples/scene-1-counting.png"
 
 
 def caption(*args, cwd=ROOT, **env) -> subprocess.CompletedProcess:
@@ -232,16 +233,20 @@ def test_caption_tells_photos_cut_captions_and_alternatives_in_every_format(tmp_
     assert all(re.fullmatch(r"  \d\. \S+ \(gate [01]\.\d\d\): \S+ [01]\.\d\d, \S+ [01]\.\d\d",
                             line) for line in lines[1:4] + lines[5:8]), lines
     # JSON and CSV: a warning field (null for the scene) and the cut flag
+    # (13 steps: the old-world scene's 12 words end, the counting scene's longer caption is cut)
     out = tmp_path / "c.csv"
-    result = caption(SCENE, PHOTO, "--json", "--beam-size", "1", "--output", out)
+    result = caption(SCENE, PHOTO, COUNTING, "--json", "--beam-size", "1", "--max-len", "13",
+                     "--output", out)
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records[0]["warning"] is None and "not meaningful" in records[1]["warning"]
-    assert [r["truncated"] for r in records] == [False, True]  # the photo ran to --max-len
+    assert records[2]["warning"] is None
+    assert [records[0]["truncated"], records[2]["truncated"]] == [False, True]
+    assert [len(r["tokens"]) for r in (records[0], records[2])] == [12, 13]
     import csv
 
     rows = list(csv.DictReader(out.open()))
     assert rows[0]["warning"] == "" and rows[1]["warning"] == records[1]["warning"]
-    assert [r["truncated"] for r in rows] == ["False", "True"]
+    assert [r["truncated"] for r in rows] == [str(r["truncated"]) for r in records]
 
 
 def test_look_here_past_the_end_of_the_caption_is_refused():

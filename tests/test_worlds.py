@@ -307,8 +307,11 @@ def test_held_out_pairs_never_appear_in_training_data(tmp_path):
 
 
 def test_model_config_names_its_world(tmp_path, tiny_model, make_model):
-    bundled = read_config(BUNDLED_WEIGHTS)
-    assert bundled.world == "" and world_of(bundled) is V1  # saved before worlds: scenes-v1
+    assert read_config(BUNDLED_WEIGHTS).world == "scenes-v2"  # the bundled model's
+    old = tiny_model.save(tmp_path / "old")  # a config saved before worlds: no such field
+    raw = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({k: v for k, v in raw.items() if k != "world"}))
+    assert read_config(old).world == "" and world_of(read_config(old)) is V1  # scenes-v1 words
     assert world_of(tiny_model) is V1  # no world, but only scenes-v1 words
     assert world_of(make_model(vocab=[*SPECIALS, "a", "dog"])) is None  # a photo model
     tiny_model.config.world = "scenes-v2"
@@ -376,7 +379,7 @@ def test_lab_draws_from_the_models_world(v2_model):
              {"shape": "hexagon", "color": "pink", "size": "small", "position": (0.5, 0.7)}]
     made = compose(v2_model, specs)
     assert made.references[0] == "two tiny cyan stars and a small pink hexagon"
-    bundled = load_model(BUNDLED_WEIGHTS)
+    bundled = load_model(BUNDLED_WEIGHTS / "hard")  # the bundled scenes-v1 model, 64 px
     assert lab_options(bundled)["max_objects"] == 3
     with pytest.raises(ValueError, match="unknown shape 'star'"):
         compose(bundled, specs)
@@ -397,7 +400,9 @@ def test_familiarity_follows_the_models_world(v2_model):
     background = v2.draw_background(np.random.default_rng(1), 128)
     image = v2.draw_scene(v2.objects_from_specs(specs, 128), background).image
     assert familiarity(image, v2_model).familiar  # pink is a scenes-v2 colour ...
-    assert not familiarity(image, load_model(BUNDLED_WEIGHTS)).familiar  # ... not scenes-v1's
+    v1_model = load_model(BUNDLED_WEIGHTS / "hard")  # the bundled scenes-v1 model
+    assert not familiarity(image, v1_model).familiar  # ... not scenes-v1's
+    assert familiarity(image, load_model(BUNDLED_WEIGHTS)).familiar  # the scenes-v2 one's
     photo = Image.open("examples/photo-grace-hopper.jpg")
     assert not familiarity(photo, v2_model).familiar
 

@@ -122,11 +122,13 @@
 
     const $ = (selector) => element.querySelector(selector);
 
-    /** A canvas-sized copy of an image's pixels. */
-    function pixelsOf(image, width, height) {
+    /** A canvas-sized copy of an image's pixels; `blocky`: enlarged by repeating pixels (a
+     * lab scene arrives at its own small size, and its shapes' edges should stay crisp). */
+    function pixelsOf(image, width, height, blocky = false) {
       const canvas = document.createElement("canvas");
       canvas.width = width; canvas.height = height;
       const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      ctx.imageSmoothingEnabled = !blocky;
       ctx.imageSmoothingQuality = "high";
       ctx.drawImage(image, 0, 0, width, height);
       return ctx.getImageData(0, 0, width, height).data;
@@ -427,7 +429,7 @@
       whenLoaded(value.image ? pictureFrom(value.image) : shownImage(), (image) => {
         if (ticket !== loads) return;  // a newer caption arrived meanwhile
         data = { ...value, attention: value.attention.map(unpackMap) };
-        pixels = pixelsOf(image, value.width, value.height);
+        pixels = pixelsOf(image, value.width, value.height, Boolean(value.image));
         thumbPixels = pixelsOf(image, tw, th);
         canvas.hidden = false;
         $(".cx-empty").hidden = true;
@@ -440,7 +442,7 @@
         select(open || value.word || value.open || 1);
         // the answer to "why this word?": on a phone it is below the words, out of sight
         if (why) $("#why").scrollIntoView({ block: "nearest" });
-        drawGallery(value);
+        drawGallery(data);
         // a scene-lab answer on a phone: the lab's button is far below, the caption is not
         if (value.lab && global.innerWidth < 640) document.getElementById("caption")?.scrollIntoView();
       });
