@@ -85,5 +85,5 @@ def test_twenty_concurrent_users_get_their_own_answers(tmp_path):
         maps = np.asarray(api["attention"]).reshape(len(api["tokens"]), -1)
         drawn = np.stack([unpack_map(m) for m in mine["attention"]])
         np.testing.assert_allclose(np.sqrt(drawn), np.sqrt(maps / maps.max(axis=1, keepdims=True)),
-                                   atol=0.5 / 255 + 1e-4)
+                                   atol=1.5 / 255)  # the API's maps are rounded too
     assert growth < 1024

@@ -269,7 +269,9 @@ def test_evaluate_command_on_fresh_scenes(tmp_path, monkeypatch, capsys):
     result = capsys.readouterr()
     results = json.loads(out.read_text())
     assert results["images"] == 20 and results["dataset"] == "scenes-v2"  # the model's world
-    assert len(list((tmp_path / "data").rglob("test/*.png"))) == 20  # generated, not reused
+    generated = list((tmp_path / "data").rglob("test/*.png"))  # generated, not reused:
+    assert len([p for p in generated if "heldout" not in str(p)]) == 20  # test scenes and
+    assert len([p for p in generated if "heldout" in str(p)]) == 20  # held-out pair scenes
     printed = [line for line in result.out.splitlines() if line.startswith("beam ")]
     assert len(printed) == 2
     for beam, line in zip(("beam1", "beam3"), printed):
