@@ -3,6 +3,7 @@ statistics, ImageNet weights landing in the right modules, coordinates in (x, y)
 as shared as any other, and load errors that name every problem."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -140,3 +141,81 @@ def test_int8_decoder_quantizes_only_the_decoder_and_stays_quiet(tiny_model, rec
     assert isinstance(quantized.attention.score, dynamic.Linear)
     assert isinstance(quantized.encoder.backbone[0], torch.nn.Conv2d)  # the encoder stays fp32
     assert quantized.classifier.weight().dtype == torch.qint8
+
+
+def test_a_hub_repo_id_downloads_the_weights_with_the_callers_options(make_model, tmp_path,
+                                                                      monkeypatch):
+    """From a repo id (not a folder): model.safetensors of that repo, at that revision, with the
+    caller's cache folder, download flags and token, and those weights loaded (tests never touch
+    the network: the download is replaced by a recorder that hands over a saved model)."""
+    from captioner import model as model_module
+
+    saved = make_model(seed=3).save(tmp_path / "saved")
+    calls = []
+
+    def download(*args, **kwargs):
+        calls.append((args, kwargs))
+        return str(saved / "model.safetensors")
+
+    monkeypatch.setattr(model_module, "hf_hub_download", download)
+    cache = tmp_path / "hub-cache"
+    loaded = Captioner._from_pretrained(
+        model_id="someone/tiny-captioner", revision="v2", cache_dir=cache, force_download=True,
+        local_files_only=True, token="not-a-real-token", map_location="cpu",
+        config=make_model(seed=3).config)
+    assert calls == [(("someone/tiny-captioner", "model.safetensors"),
+                      {"revision": "v2", "cache_dir": cache, "force_download": True,
+                       "local_files_only": True, "token": "not-a-real-token"})]
+    expected = make_model(seed=3).state_dict()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("count, cut", [(8, False), (9, True)])
+def test_long_lists_are_cut_after_eight_names_and_only_then(tiny_model, count, cut):
+    """Eight names are listed whole; a ninth is left out and marked " ...", for missing and
+    unexpected tensors alike; shape mismatches list their first eight."""
+    own = dict(tiny_model.state_dict())
+    names = sorted(own)
+    missing = {k: v for k, v in own.items() if k not in names[:count]}
+    extras = {**own, **{f"extra.{i}": torch.zeros(1) for i in range(count)}}
+    mark = " ..." if cut else ""
+    added = sorted(f"extra.{i}" for i in range(count))
+    for state, listed in ((missing, f"missing tensors {names[:8]}{mark}"),
+                          (extras, f"unexpected tensors {added[:8]}{mark}")):
+        with pytest.raises(WeightsError) as error:
+            check_state_dict(tiny_model, state, "w")
+        assert str(error.value) == f"w does not match its config.json: {listed}"
+    wrong = {k: torch.zeros(*v.shape, 2) if k in names[:count] else v for k, v in own.items()}
+    with pytest.raises(WeightsError) as error:
+        check_state_dict(tiny_model, wrong, "w")
+    shown = sorted(f"{k}: file {tuple(own[k].shape) + (2,)} vs model {tuple(own[k].shape)}"
+                   for k in names[:count])[:8]
+    assert str(error.value) == ("w does not match its config.json: shape mismatch "
+                                + "; ".join(shown))
+
+
+def test_a_mismatched_weights_file_is_named_in_the_error(make_model, tmp_path):
+    folder = make_model(seed=1).save(tmp_path / "m")
+    with pytest.raises(WeightsError, match=f"^{re.escape(str(folder / 'model.safetensors'))} "
+                                           "does not match its config.json"):
+        Captioner._from_pretrained(model_id=str(folder), revision=None, cache_dir=None,
+                                   force_download=False, local_files_only=True, token=None,
+                                   config=tiny_config(hidden_dim=48))
+
+
+def test_save_makes_missing_folders_overwrites_and_leaves_only_readable_files(make_model,
+                                                                             tmp_path):
+    """Into a folder two levels deep that does not exist yet, then again into the same folder
+    (a retrained model): the newest weights, and nothing but the two files, config.json indented
+    for people to read and diff."""
+    folder = tmp_path / "runs" / "new" / "model"
+    make_model(seed=1).save(folder)
+    make_model(seed=2).save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = Captioner._from_pretrained(model_id=str(folder), revision=None, cache_dir=None,
+                                        force_download=False, local_files_only=True, token=None,
+                                        config=tiny_config())
+    newest = make_model(seed=2).state_dict()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in newest.items())
+    text = (folder / "config.json").read_text()
+    assert text.startswith('{\n  "vocab": [\n    "<pad>",')
