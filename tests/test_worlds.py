@@ -16,8 +16,8 @@ from PIL import Image
 from captioner import cli
 from captioner.decoding import Caption
 from captioner.demo import Demo
-from captioner.demo.core import lab_payload, truth_markdown
 from captioner.demo.model_info import ModelInfo
+from captioner.demo.packing import lab_payload, truth_markdown
 from captioner.evaluation import held_out_named, pointing_words
 from captioner.familiarity import familiarity, looks_like_scene
 from captioner.hub import BUNDLED_WEIGHTS, load_model, read_config

@@ -1,7 +1,7 @@
 """The web app's logic, testable without a browser: `core` (captioning and what the page
-shows), `inputs` (what a client may send), `link` (the page's shareable link), `model_info` (the
-model panel) and `web/` (the browser code that draws the attention). `app.py` only wires these
-to gradio components."""
+shows), `packing` (compact maps and pictures, the lab's truth), `inputs` (what a client may
+send), `link` (the page's shareable link), `model_info` (the model panel) and `web/` (the
+browser code that draws the attention). `app.py` only wires these to gradio components."""
 
 from captioner.demo.core import (
     BEAM_SIZES,
@@ -21,12 +21,11 @@ from captioner.demo.core import (
     display_size,
     example_thumbnails,
     explorer_payload,
-    pack_map,
-    unpack_map,
     web_asset,
 )
 from captioner.demo.inputs import NO_IMAGE, ClientFiles, check_int, load_input
 from captioner.demo.model_info import ModelInfo
+from captioner.demo.packing import pack_map, unpack_map
 
 __all__ = ["BEAM_SIZES", "DEFAULT_BEAM", "DEFAULT_MAX_LEN", "DISPLAY_MAX", "DISPLAY_MIN",
            "EMPTY_CAPTION", "MAX_LEN_RANGE", "NO_IMAGE", "ClientFiles", "Demo", "Look",
