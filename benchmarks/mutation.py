@@ -139,10 +139,27 @@ def run(name: str, target: Target, children: int, recheck: bool = False) -> floa
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children),
                         *names], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - start
+    if previous is not None:
+        keep_earlier_kills(name, target, previous)
     key = "recheck" if previous is not None else "full"
     timing[key] = round(timing.get(key, 0) + seconds) if previous is not None else round(seconds)
     (work / "timing.json").write_text(json.dumps(timing))
     return seconds
+
+
+def keep_earlier_kills(name: str, target: Target, previous: dict[str, str]) -> None:
+    """After a recheck: mutmut forgets the verdicts of mutants it was not asked about (when the
+    tests changed, it clears them), so the kills of the run before are written back."""
+    meta = WORK / name / "mutants" / (target.path + ".meta")
+    data = json.loads(meta.read_text())
+    codes = data["exit_code_by_key"]
+    from mutmut.stats import status_by_exit_code
+
+    killed_code = next(c for c, status in status_by_exit_code.items() if status == "killed")
+    for mutant, verdict in previous.items():
+        if verdict in KILLED and status_by_exit_code.get(codes.get(mutant)) == "not checked":
+            codes[mutant] = killed_code
+    meta.write_text(json.dumps(data))
 
 
 def run_times(name: str) -> dict:

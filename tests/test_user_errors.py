@@ -87,9 +87,12 @@ def test_ctrl_c_during_training_says_how_to_resume_and_that_command_works(tmp_pa
             "--batch-size", "16", "--max-eval-images", "8", "--fine-tune-encoder"]
     output = tmp_path / "output.txt"
     with open(output, "w") as out:
+        # SIGINT as a terminal gives it, even when the suite itself runs in the background
+        # (a background job starts with SIGINT ignored, and Python keeps ignoring it)
         proc = subprocess.Popen([sys.executable, ROOT / "train_space.py", *args], cwd=tmp_path,
                                 env=command_env(PYTHONUNBUFFERED="1"), stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wait_for_line(output, "epoch 2 started", proc)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 130
