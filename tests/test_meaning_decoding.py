@@ -369,3 +369,18 @@ def test_a_faint_map_is_used_scaled_to_one(tiny_model):
     (caption,) = decode(tiny_model, features, beam_size=2, max_len=3,
                         guide=Guide(attention={0: heat.tolist()}))
     assert np.allclose(caption.attention[0], heat / heat.sum(), atol=1e-6)
+
+
+def test_steering_tensors_are_built_on_the_features_device(tiny_model):
+    """Forced words and look-here maps go to the decoding device, one copy per beam (checked on
+    torch's "meta" device: this machine has no GPU)."""
+    from captioner.decoding import _steering
+
+    word = tiny_model.vocab.words[-1]
+    heat = np.zeros((4, 4))
+    heat[0, 3] = 1.0
+    steering = _steering(tiny_model, Guide(prefix=word, attention={1: heat}), batch=1,
+                         copies=3, device="meta")
+    rows, maps = steering.overrides[1]
+    assert {steering.forced.device.type, rows.device.type, maps.device.type} == {"meta"}
+    assert steering.forced.shape[0] == rows.shape[0] == maps.shape[0] == 3

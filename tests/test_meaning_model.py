@@ -11,7 +11,9 @@ import torch
 from conftest import tiny_config
 from torchvision import models
 
-from captioner.model import Captioner, WeightsError, check_state_dict
+import captioner.hub
+import captioner.model
+from captioner.model import Attention, Captioner, WeightsError, check_state_dict
 
 
 def trainable(encoder):
@@ -219,3 +221,75 @@ def test_save_makes_missing_folders_overwrites_and_leaves_only_readable_files(ma
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in newest.items())
     text = (folder / "config.json").read_text()
     assert text.startswith('{\n  "vocab": [\n    "<pad>",')
+
+
+def test_an_unknown_hard_readout_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"hard_readout must be one of .*argmax.*got 'max'"):
+        tiny_config(hard_readout="max")
+
+
+def test_a_fresh_encoder_trains_every_module_and_train_means_train(make_model):
+    encoder = make_model().encoder
+    encoder.eval()
+    encoder.train()  # no argument: train mode, as for any nn.Module
+    assert encoder.training and all(m.training for m in encoder.backbone)
+
+
+def test_mixed_precision_keeps_the_features_and_coordinates_in_half_precision(make_model):
+    """Under bf16 autocast the coordinate channels follow the features' dtype instead of
+    promoting the whole grid back to float32 (twice the memory per image)."""
+    encoder = make_model().encoder
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = encoder(torch.rand(2, 3, 32, 32))
+    assert features.dtype == torch.bfloat16
+    assert torch.equal(features[0, :, -2:].float(), encoder.coord_grid)
+
+
+def test_step_reads_the_context_with_the_rule_it_is_given(make_model):
+    model = make_model()
+    features = model.encoder(torch.rand(1, 3, 32, 32))
+    state, projected = model.init_state(features)
+    words = torch.tensor([model.vocab.start_id])
+    first_cell = lambda alpha, f: Attention.read_cell(torch.zeros_like(alpha[:, 0]).long(), f)
+    default, *_ = model.step(words, state, features, projected)
+    ruled, *_ = model.step(words, state, features, projected, read=first_cell)
+    output, *_ = model.advance(words, state, features, projected, read=first_cell)
+    assert torch.allclose(ruled, model.classifier(output))
+    assert not torch.allclose(ruled, default, atol=1e-4)
+
+
+def test_look_here_maps_of_any_float_dtype_give_the_same_words(make_model):
+    """A map built in float64 (numpy's default) steers exactly like the same map in float32."""
+    model = make_model()
+    features = model.encoder(torch.rand(1, 3, 32, 32))
+    state, projected = model.init_state(features)
+    words = torch.tensor([model.vocab.start_id])
+    heat = torch.zeros(1, 16, dtype=torch.float64)
+    heat[0, 3] = 1.0
+    rows = torch.tensor([True])
+    as64, _, alpha64, _ = model.step(words, state, features, projected, override=(rows, heat))
+    as32, _, alpha32, _ = model.step(words, state, features, projected,
+                                     override=(rows, heat.float()))
+    assert alpha64.dtype == torch.float32 and torch.equal(alpha64, alpha32)
+    assert torch.equal(as64, as32)
+
+
+def test_load_model_puts_the_whole_model_on_the_device_and_reads_weights_straight_there(
+        tiny_model, tmp_path, monkeypatch):
+    """Checked with torch's "meta" device, since this machine has no GPU: the weights file is
+    read for the chosen device, and the model, non-persistent coordinate grid included, ends on
+    it (a grid left behind on the CPU fails on the first GPU caption)."""
+    tiny_model.save(tmp_path)
+    asked = []
+    real_load = captioner.model.load_file
+
+    def load_file(path, device="cpu"):
+        asked.append(device)
+        return real_load(path, device="cpu")  # safetensors cannot read onto "meta"
+
+    monkeypatch.setattr(captioner.model, "load_file", load_file)
+    monkeypatch.setattr(captioner.hub, "resolve_device", lambda name: "meta")
+    model = captioner.hub.load_model(tmp_path)
+    assert asked == ["meta"]
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+    assert model.encoder.coord_grid.device.type == "meta"
