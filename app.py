@@ -38,6 +38,7 @@ from captioner.demo.handlers import event_field, ui_errors, user_errors
 from captioner.demo.link import open_link, parse_link
 from captioner.demo.why import hard_companion
 from captioner.hub import BUNDLED_WEIGHTS, DEVICE_CHOICES, resolve_device
+from captioner.lab import COMPOSE_DEFAULTS, POSITION_RANGE
 from captioner.visualize import OVERLAY_FLOOR
 
 HERE = Path(__file__).resolve().parent
@@ -341,19 +342,6 @@ API_WHY = ("Why word number `word` (1-based) of the caption of an image (startin
            "words `prefix`, may be empty): its attention, Grad-CAM and occlusion maps (grid x "
            "grid, flattened row-major), the attended cells (the fewest holding half the "
            "attention), and p(word) with and without them (drop). See docs/faithfulness.md.")
-
-
-# The composer's starting objects per world, one row per object the world allows: they fit
-# and do not overlap (a test composes them). scenes-v2's show counting and distractors: two
-# small red circles beside a big red square and a small blue circle.
-COMPOSE_DEFAULTS = {
-    "scenes-v1": [("circle", "red", "big", 0.25, 0.3), ("square", "green", "small", 0.75, 0.3),
-                  ("none", "blue", "small", 0.5, 0.75)],
-    "scenes-v2": [("circle", "red", "small", 0.25, 0.25), ("circle", "red", "small", 0.75, 0.25),
-                  ("square", "red", "big", 0.3, 0.7), ("circle", "blue", "small", 0.75, 0.75),
-                  ("none", "blue", "tiny", 0.5, 0.25)],
-}
-POSITION_RANGE = (0.25, 0.75)  # a big object (under half the side wide) fits anywhere in it
 
 
 def new_scene_controls() -> tuple[gr.Number, gr.Button]:

@@ -23,6 +23,19 @@ LAB_SEED = 10_000
 MAX_LEN = 30  # steps: scenes-v1's longest true caption has 27 words, so it is never cut
 
 
+# The composer's starting objects per world, one row per object the world allows: they fit
+# and do not overlap (a test composes them). scenes-v2's show counting and distractors: two
+# small red circles beside a big red square and a small blue circle.
+COMPOSE_DEFAULTS = {
+    "scenes-v1": [("circle", "red", "big", 0.25, 0.3), ("square", "green", "small", 0.75, 0.3),
+                  ("none", "blue", "small", 0.5, 0.75)],
+    "scenes-v2": [("circle", "red", "small", 0.25, 0.25), ("circle", "red", "small", 0.75, 0.25),
+                  ("square", "red", "big", 0.3, 0.7), ("circle", "blue", "small", 0.75, 0.75),
+                  ("none", "blue", "tiny", 0.5, 0.25)],
+}
+POSITION_RANGE = (0.25, 0.75)  # a big object (under half the side wide) fits anywhere in it
+
+
 def lab_world(model: Captioner, world: str | None = None) -> World:
     """The world lab scenes come from: `world` when given, else the model's own (scenes-v1
     for a model of no scene world)."""

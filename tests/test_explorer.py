@@ -12,6 +12,7 @@ from captioner.demo import DEFAULT_MAX_LEN, Demo, Look
 from captioner.demo.core import first_content_word
 from captioner.demo.link import open_link, parse_link
 from captioner.hub import BUNDLED_WEIGHTS
+from captioner.lab import COMPOSE_DEFAULTS, POSITION_RANGE
 from captioner.scenes import SIZE_RANGES, get_world, objects_from_specs, render_scene
 from captioner.vocab import SPECIALS
 
@@ -51,7 +52,7 @@ def test_the_default_length_never_cuts_the_models_own_lab_captions(bundled):
 def test_the_composers_starting_objects_make_a_scene(bundled):
     world = bundled.lab_options()["world"]
     specs = [{"shape": s, "color": c, "size": z, "position": (x, y)}
-             for s, c, z, x, y in app_module.COMPOSE_DEFAULTS[world] if s != "none"]
+             for s, c, z, x, y in COMPOSE_DEFAULTS[world] if s != "none"]
     picture, view, truth = bundled.compose(specs, 1)
     assert len(view.explorer["lab"]["objects"]) == len(specs) >= 2
     if world == "scenes-v2":  # they show counting: "two ..." names two objects
@@ -63,9 +64,9 @@ def test_the_composer_has_a_row_per_object_of_its_world_and_all_rows_fit(world):
     """One row per object the world allows, offering only its attributes; switched on, the
     row left at "none" fits with the others too."""
     spec = get_world(world)
-    rows = app_module.COMPOSE_DEFAULTS[world]
+    rows = COMPOSE_DEFAULTS[world]
     assert len(rows) == spec.max_objects
-    low, high = app_module.POSITION_RANGE
+    low, high = POSITION_RANGE
     for shape, colour, size, x, y in rows:
         assert shape in ("none", *spec.shapes) and colour in spec.colors and size in spec.sizes
         assert low <= x <= high and low <= y <= high
@@ -76,7 +77,7 @@ def test_the_composer_has_a_row_per_object_of_its_world_and_all_rows_fit(world):
 
 @pytest.mark.parametrize("x, y", [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)])
 def test_every_position_the_sliders_offer_fits_a_big_object(x, y):
-    low, high = app_module.POSITION_RANGE
+    low, high = POSITION_RANGE
     assert (low, high) == (min(low, x), max(high, x))  # the corners of the range
     assert objects_from_specs([{"shape": "square", "color": "red", "size": "big",
                                 "position": (x, y)}], 64)

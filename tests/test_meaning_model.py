@@ -250,7 +250,10 @@ def test_step_reads_the_context_with_the_rule_it_is_given(make_model):
     features = model.encoder(torch.rand(1, 3, 32, 32))
     state, projected = model.init_state(features)
     words = torch.tensor([model.vocab.start_id])
-    first_cell = lambda alpha, f: Attention.read_cell(torch.zeros_like(alpha[:, 0]).long(), f)
+
+    def first_cell(alpha, f):
+        return Attention.read_cell(torch.zeros_like(alpha[:, 0]).long(), f)
+
     default, *_ = model.step(words, state, features, projected)
     ruled, *_ = model.step(words, state, features, projected, read=first_cell)
     output, *_ = model.advance(words, state, features, projected, read=first_cell)
