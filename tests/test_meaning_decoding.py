@@ -384,3 +384,22 @@ def test_steering_tensors_are_built_on_the_features_device(tiny_model):
     rows, maps = steering.overrides[1]
     assert {steering.forced.device.type, rows.device.type, maps.device.type} == {"meta"}
     assert steering.forced.shape[0] == rows.shape[0] == maps.shape[0] == 3
+
+
+def test_a_special_token_in_a_prefix_is_named_as_such(tiny_model):
+    from captioner.decoding import prefix_ids
+
+    with pytest.raises(ValueError) as error:
+        prefix_ids(tiny_model.vocab, "a <end> b")
+    assert str(error.value) == ("<end> is one of the model's special tokens, not a word: "
+                                "give only words")
+
+
+@pytest.mark.parametrize("length, shown", [(58, "'" + "q" * 58 + "'"),  # 60 characters: whole
+                                           (59, "'" + "q" * 58 + "…")])  # 61: cut at 59
+def test_unknown_prefix_words_are_listed_whole_up_to_60_characters(tiny_model, length, shown):
+    from captioner.decoding import prefix_ids
+
+    with pytest.raises(ValueError) as error:
+        prefix_ids(tiny_model.vocab, "q" * length)
+    assert str(error.value) == f"prefix word(s) not in the model's vocabulary: {shown}"
