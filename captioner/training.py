@@ -319,6 +319,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         state = load_checkpoint(checkpoint, acc.unwrap_model(objective).model, optimizer,
                                 scheduler)
         acc.print(f"resumed from {checkpoint} after epoch {state['epoch']}", flush=True)
+        if command and command not in state.get("command", "").splitlines():  # card: both
+            state["command"] = f"{state.get('command', '')}\n{command}".strip()
     val_loader = torch.utils.data.DataLoader(
         Pairs(inputs["validation"], captions["validation"],
               epoch_pairs(captions["validation"], 0, cfg.seed, 0)), batch_size=cfg.batch_size)

@@ -276,6 +276,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(scenes, tmp_path):
             assert got.get(key) == want.get(key), (key, got, want)
     assert (json.loads((out / "metrics.json").read_text())["beam3"]
             == json.loads((straight / "metrics.json").read_text())["beam3"])
+    commands = [line for line in (out / "README.md").read_text().splitlines()
+                if line.startswith("python train_space.py")]  # the card: how it was trained
+    assert [c.endswith("--resume") for c in commands] == [False, True], commands
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
