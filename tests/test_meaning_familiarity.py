@@ -2,12 +2,22 @@
 so no resampling blurs the counts) that fail exactly one condition, or sit exactly on a
 threshold, and the reason the app shows for each."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.familiarity import Familiarity, looks_like_scene
+from captioner.familiarity import (
+    SCENE_WORDS,
+    Familiarity,
+    familiarity,
+    looks_like_scene,
+    trained_on_scenes,
+    unfamiliar_warning,
+)
 from captioner.scenes import COLORS
+from captioner.scenes.worlds import V1, V2
 
 GREY = (128, 128, 128)
 RED = COLORS["red"]
@@ -86,3 +96,32 @@ def test_bigger_images_are_box_averaged_to_the_check_size():
     pixels[2::4, 2::4] = RED
     image = Image.fromarray(pixels).resize((128, 128), Image.Resampling.NEAREST)
     assert looks_like_scene(image) == PASS
+
+
+def model_of(world: str, words=("a", "red", "circle")):
+    """What the check reads of a model: its config's world and vocabulary."""
+    return SimpleNamespace(config=SimpleNamespace(world=world, vocab=["<pad>", *words]),
+                           vocab=["<pad>", *words])
+
+
+ORANGE_SCENE = picture((V2.colors["orange"], 200))  # a colour scenes-v2 has and scenes-v1 lacks
+
+
+def test_each_model_is_checked_against_its_own_worlds_palette():
+    assert familiarity(ORANGE_SCENE, model_of("scenes-v2")) == PASS
+    assert not familiarity(ORANGE_SCENE, model_of("scenes-v1")).familiar
+    assert familiarity(ORANGE_SCENE, model_of("", words=("a", "dog"))) is None  # not a scene model
+
+
+def test_the_warning_names_the_reason_and_only_for_an_unfamiliar_image():
+    reason = looks_like_scene(ORANGE_SCENE, V1).reason
+    assert unfamiliar_warning(ORANGE_SCENE, model_of("scenes-v1")) == (
+        "This model was trained only on generated scenes of coloured shapes, and this image "
+        f"does not look like one ({reason}): the caption is not meaningful.")
+    assert unfamiliar_warning(ORANGE_SCENE, model_of("scenes-v2")) is None
+    assert unfamiliar_warning(ORANGE_SCENE, model_of("", words=("a", "dog"))) is None
+
+
+def test_a_vocabulary_of_every_scene_word_is_a_scenes_model():
+    assert trained_on_scenes(SimpleNamespace(vocab=sorted(SCENE_WORDS)))
+    assert not trained_on_scenes(SimpleNamespace(vocab=[*sorted(SCENE_WORDS), "dog"]))
