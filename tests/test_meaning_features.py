@@ -2,17 +2,20 @@
 settings keep naming the same cache file (a new version must find the caches an old one wrote),
 settings that are not plain JSON (paths) still make a key, and a split of one image caches."""
 
+import gc
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from captioner.features import cache_key, cached_array, state_fingerprint
+from captioner.features import CachedRows, cache_key, cached_array, state_fingerprint
 
 
 def test_cache_keys_are_stable_across_versions():
@@ -50,3 +53,50 @@ def test_a_split_of_one_image_caches(tmp_path):
                         lambda images: np.stack([np.asarray(im, np.float32)[0, 0]
                                                  for im in images]))
     assert rows.shape == (1, 3) and rows[0].tolist() == [90, 90, 90]
+
+
+def grey_split(*tones):
+    return Dataset.from_dict({"image": [Image.new("RGB", (4, 4), (t, t, t)) for t in tones]}
+                             ).cast_column("image", ImageFeature())
+
+
+def first_pixel(images):
+    return np.stack([np.asarray(im, np.float32)[0, 0] for im in images])
+
+
+def test_a_second_process_fills_only_its_rows_and_draws_no_progress_bar(tmp_path, capsys):
+    """Rank 1 of 2, batches of 1: rows 1 and 3 are its own; rank 0 (simulated here) made the
+    file and renames it between the second and third barrier. One bar per run, not per process."""
+    split = grey_split(10, 20, 30, 40)
+    path, tmp = tmp_path / "rows.npy", tmp_path / "rows.partial.npy"
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(4, 3)).flush()
+    calls = []
+
+    def barrier():
+        calls.append(1)
+        if len(calls) == 2:
+            os.replace(tmp, path)
+
+    rows = cached_array(path, split, first_pixel, batch_size=1, desc="rank-one", rank=1,
+                        world=2, barrier=barrier)
+    assert rows[:].tolist() == [[0] * 3, [20] * 3, [0] * 3, [40] * 3]
+    assert "rank-one" not in capsys.readouterr().err
+
+
+def test_cached_rows_close_their_file_when_dropped(tmp_path):
+    rows = cached_array(tmp_path / "rows.npy", grey_split(10), first_pixel)
+    fd = rows.fd
+    os.fstat(fd)  # open
+    del rows
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_row_reads_out_of_range_or_strided_are_refused_by_name(tmp_path):
+    rows = CachedRows(cached_array(tmp_path / "rows.npy", grey_split(10, 20), first_pixel).path)
+    with pytest.raises(IndexError, match="^2$"):
+        rows[2]
+    with pytest.raises(IndexError, match="^only contiguous row ranges are supported$"):
+        rows[::2]
+    assert rows[-1].tolist() == [20] * 3

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioner.demo import Look
 from captioner.demo.inputs import (
     NO_IMAGE,
     ClientFiles,
     check_int,
+    check_number,
+    check_request,
     image_source,
     load_input,
 )
@@ -115,3 +118,49 @@ def test_check_int_refuses_anything_else_and_says_what_is_allowed(value):
     with pytest.raises(ValueError) as error:
         check_int("beams", value, 1, 10)
     assert str(error.value) == f"beams must be a whole number from 1 to 10, got {value!r}"
+
+
+def refusal(call, *args) -> str:
+    with pytest.raises(ValueError) as error:
+        call(*args)
+    return str(error.value)
+
+
+def test_a_number_check_says_what_is_allowed_and_refuses_booleans():
+    assert refusal(check_number, "seed", "x", 0, 5) == "seed must be a number from 0 to 5, got 'x'"
+    assert refusal(check_number, "seed", True, 0, 5) == ("seed must be a number from 0 to 5, "
+                                                         "got True")  # not 1.0
+
+
+@pytest.mark.parametrize("length, shown", [(40, "'" + "v" * 38 + "'"),  # 40: echoed whole
+                                           (41, "'" + "v" * 38 + "…")])  # 41: cut at 39
+def test_a_clients_value_is_echoed_whole_up_to_forty_characters(length, shown):
+    assert refusal(check_number, "x", "v" * (length - 2), 0, 1).endswith(f"got {shown}")
+
+
+def request(prefix="", look=None, max_len=3):
+    return check_request(2, max_len, prefix, look, beams=(1, 5), lengths=(3, 40))
+
+
+def test_a_request_may_use_every_word_of_its_maximum_length():
+    assert request("a  red\tcircle", Look(1, 0.0, 1.0)) == (2, 3, "a red circle", (1, 0.0, 1.0))
+    assert refusal(request, "a red big circle") == (
+        "the prefix has 4 words, more than the maximum length 3: shorten it or raise the "
+        "maximum length")
+
+
+@pytest.mark.parametrize("look, message", [
+    (Look(0, 0.5, 0.5), "look-here word must be a whole number from 1 to 3, got 0"),
+    (Look(4, 0.5, 0.5), "look-here word must be a whole number from 1 to 3, got 4"),
+    (Look(1, 1.5, 0.5), "look-here x must be inside the image: a fraction of its width from 0 "
+                        "to 1, got 1.5"),
+    (Look(1, 0.5, 1.5), "look-here y must be inside the image: a fraction of its height from "
+                        "0 to 1, got 1.5"),
+])
+def test_each_look_here_field_is_checked_and_named(look, message):
+    assert refusal(request, "", look) == message
+
+
+def test_the_maximum_length_is_named_when_it_is_out_of_range():
+    assert refusal(request, "", None, 99) == ("maximum length must be a whole number from 3 to "
+                                              "40, got 99")
