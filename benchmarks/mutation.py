@@ -51,10 +51,8 @@ class Target:
 TARGETS = {
     # not test_properties.py: its hypothesis runs take 14 s per mutant on 2 cores
     "decoding": Target("captioner/decoding.py", ["tests/test_decoding.py", MEANING]),
-    # evaluation.py: test_cli.py and test_worlds.py run `evaluate` in-process on scenes
     "evaluation": Target("captioner/evaluation.py",
-                         ["tests/test_evaluation.py", "tests/test_questioning.py",
-                          "tests/test_cli.py", "tests/test_worlds.py", MEANING]),
+                         ["tests/test_evaluation.py", "tests/test_questioning.py", MEANING]),
     "familiarity": Target("captioner/familiarity.py", ["tests/test_questioning.py", MEANING]),
     # model.py: not test_decoding/test_properties, which call the model in every test (too slow
     # to run per mutant on 2 cores); the meaning tests check its equations directly
