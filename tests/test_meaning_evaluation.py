@@ -8,6 +8,7 @@ import pytest
 
 from captioner.decoding import Caption, box_map
 from captioner.evaluation import (
+    held_out_named,
     objects_of,
     pointing_words,
     scene_metrics,
@@ -111,3 +112,149 @@ def test_steering_summary_is_the_share_said_beside_one_in_five():
 @pytest.mark.parametrize("stored", ['[{"shape": "circle"}]', [{"shape": "circle"}]])
 def test_objects_are_read_from_json_text_or_a_list(stored):
     assert objects_of(stored) == [{"shape": "circle"}]
+
+
+# --- the evaluate command's own functions, against captions decoded one image at a time ---
+
+@pytest.fixture(scope="module")
+def scene_splits(tmp_path_factory):
+    """Six scenes-v2 test scenes at the world's smallest size, 96 px, and six held-out ones."""
+    from captioner.data import load_caption_dataset
+    from captioner.scenes import generate_scenes
+
+    root = tmp_path_factory.mktemp("eval-scenes")
+    common = dict(num_train=2, num_validation=2, num_test=6, image_size=96, seed=3,
+                  progress=False, world="scenes-v2")
+    test = load_caption_dataset(generate_scenes(root / "plain", **common))["test"]
+    held = load_caption_dataset(generate_scenes(root / "held", **common, held_out=True))["test"]
+    return test, held
+
+
+@pytest.fixture(scope="module")
+def v2_model():
+    import torch
+    from conftest import tiny_config
+
+    from captioner.model import Captioner
+
+    torch.manual_seed(5)
+    return Captioner(tiny_config(world="scenes-v2", grid_size=4, image_size=96)).eval()
+
+
+def one_by_one(model, split, beam_size, max_len=6):
+    """Each image captioned on its own: no batching, no cache."""
+    from captioner.decoding import decode, images_to_batch
+    from captioner.preprocess import to_rgb
+
+    return [decode(model, model.encode(images_to_batch(model, [to_rgb(row["image"])])),
+                   beam_size=beam_size, max_len=max_len)[0] for row in split]
+
+
+def test_evaluate_scores_the_captions_of_every_image_in_batches_or_from_a_cache(
+        scene_splits, v2_model):
+    from captioner.evaluation import caption_metrics, evaluate_split, steering_for_split
+
+    split, _ = scene_splits
+    captions = one_by_one(v2_model, split, 1)
+    texts = [c.text for c in captions]
+    objects = [objects_of(o) for o in split["objects"]]
+    got = evaluate_split(v2_model, split, beam_size=1, max_len=6, batch_size=4, meteor=False)
+    want = caption_metrics(split["captions"], texts, meteor=False)
+    want.update(scene_metrics(captions, objects, 96, v2_model.encoder.cell_centres(), 4))
+    want.update(steering_for_split(v2_model, split, captions, objects, batch_size=6))
+    want["examples"] = [{"caption": t, "references": r[:2]}
+                        for t, r in zip(texts[:5], split["captions"][:5])]
+    assert got == want
+    assert got["steering_chance"] == 1 / 8  # scenes-v2's eight colours
+
+    features = np.stack([v2_model.encode(images_to_batch_of(v2_model, row)).detach().numpy()[0]
+                         for row in split])
+    cached = evaluate_split(v2_model, split, beam_size=1, max_len=6, batch_size=4,
+                            features=features, meteor=False)
+    assert cached == got
+
+
+def images_to_batch_of(model, row):
+    from captioner.decoding import images_to_batch
+    from captioner.preprocess import to_rgb
+
+    return images_to_batch(model, [to_rgb(row["image"])])
+
+
+def test_per_epoch_validation_is_bleu_and_scenes_only_and_beams_are_not_steered(scene_splits,
+                                                                                v2_model):
+    from captioner.evaluation import bleu4, evaluate_split
+
+    split, _ = scene_splits
+    quick = evaluate_split(v2_model, split, beam_size=1, max_len=6, full=False)
+    assert quick["bleu4"] == bleu4(split["captions"], [c.text for c in one_by_one(
+        v2_model, split, 1)])
+    assert "cider" not in quick and "steering" not in quick and "pointing" in quick
+    beams = evaluate_split(v2_model, split, beam_size=2, max_len=6, meteor=False)
+    assert "steering" not in beams
+    assert [e["caption"] for e in beams["examples"]] == [
+        c.text for c in one_by_one(v2_model, split, 2)[:5]]
+
+
+def test_held_out_figures_are_those_of_the_held_out_scenes_own_captions(scene_splits, v2_model):
+    from captioner.evaluation import bleu4, compositional_metrics, held_out_named
+    from captioner.scenes.worlds import V2
+
+    _, held = scene_splits
+    captions = one_by_one(v2_model, held, 1)
+    objects = [objects_of(o) for o in held["objects"]]
+    got = compositional_metrics(v2_model, held, beam_size=1, max_len=6, batch_size=4)
+    assert got["bleu4"] == bleu4(held["captions"], [c.text for c in captions])
+    assert got["held_out_named"] == held_out_named(captions, objects, set(V2.held_out_pairs))
+    assert got["objects_correct"] == scene_metrics(
+        captions, objects, 96, v2_model.encoder.cell_centres(), 4)["objects_correct"]
+    assert got["examples"][0] == {"caption": captions[0].text,
+                                  "references": held["captions"][0][:2]}
+
+
+def test_held_out_named_counts_only_mostly_visible_objects_of_the_pairs():
+    star = {"shape": "star", "color": "red", "size": "small", "box": [0, 0, 8, 8],
+            "visible": 1.0}
+    hidden = {**star, "box": [20, 20, 28, 28], "visible": 0.2}
+    circle = {"shape": "circle", "color": "blue", "size": "big", "box": [16, 0, 30, 14]}
+    named = caption("a small red star and a big blue circle", {})
+    missed = caption("a big blue circle", {})
+    pairs = {("red", "star")}
+    assert held_out_named([named], [[circle, star, hidden]], pairs) == 1.0
+    assert held_out_named([missed], [[circle, star, hidden]], pairs) == 0.0
+    assert held_out_named([named, missed], [[circle, star], [star, circle]], pairs) == 0.5
+    assert held_out_named([named], [[circle]], pairs) is None
+
+
+def test_bleu4_is_the_fourth_bleu_of_the_full_metrics():
+    from captioner.evaluation import bleu4, caption_metrics
+
+    refs = [["a big red circle above a small blue square", "a big red circle"],
+            ["two small green stars", "there are two small green stars"]]
+    hyps = ["a big red circle below a small blue square", "two small green stars"]
+    full = caption_metrics(refs, hyps, meteor=False)
+    assert bleu4(refs, hyps) == full["bleu4"] != full["bleu3"]
+    assert bleu4([["a red circle on the left"]], ["a red circle on the left"]) == 100.0
+
+
+@pytest.mark.parametrize("found, code, expected", [(None, 0, False), ("/opt/java", 1, False),
+                                                   ("/opt/java", 0, True)])
+def test_java_counts_only_when_it_is_found_and_runs(monkeypatch, found, code, expected):
+    import subprocess
+
+    from captioner import evaluation
+
+    ran = []
+    monkeypatch.setattr(evaluation.shutil, "which", lambda name: found if name == "java" else None)
+    monkeypatch.setattr(evaluation.subprocess, "run", lambda args, **kw: ran.append(args) or
+                        subprocess.CompletedProcess(args, code))
+    assert evaluation.java_available() is expected
+    assert ran == ([] if found is None else [["java", "-version"]])
+
+
+def test_box_union_share_counts_overlaps_once_on_a_wide_image():
+    from captioner.evaluation import box_union_share
+
+    assert box_union_share([(0, 0, 5, 2)], 10, 4) == 5 * 2 / 40
+    assert box_union_share([(0, 0, 5, 4), (3, 0, 8, 4)], 10, 4) == 0.8  # columns 0-7
+    assert box_union_share([(0, 0, 10, 1), (0, 0, 1, 4)], 10, 4) == pytest.approx(13 / 40)
