@@ -118,12 +118,12 @@ def test_objects_are_read_from_json_text_or_a_list(stored):
 
 @pytest.fixture(scope="module")
 def scene_splits(tmp_path_factory):
-    """Six scenes-v2 test scenes at the world's smallest size, 96 px, and six held-out ones."""
+    """Six scenes-v2 test scenes at the bundled model's 128 px, and six held-out ones."""
     from captioner.data import load_caption_dataset
     from captioner.scenes import generate_scenes
 
     root = tmp_path_factory.mktemp("eval-scenes")
-    common = dict(num_train=2, num_validation=2, num_test=6, image_size=96, seed=3,
+    common = dict(num_train=2, num_validation=2, num_test=6, image_size=128, seed=3,
                   progress=False, world="scenes-v2")
     test = load_caption_dataset(generate_scenes(root / "plain", **common))["test"]
     held = load_caption_dataset(generate_scenes(root / "held", **common, held_out=True))["test"]
@@ -132,16 +132,14 @@ def scene_splits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def v2_model():
-    import torch
-    from conftest import tiny_config
+    """The bundled scenes-v2 model: real captions that differ from scene to scene, name
+    objects (pointing trials) and colours (steering trials)."""
+    from captioner.hub import BUNDLED_WEIGHTS, load_model
 
-    from captioner.model import Captioner
-
-    torch.manual_seed(5)
-    return Captioner(tiny_config(world="scenes-v2", grid_size=4, image_size=96)).eval()
+    return load_model(BUNDLED_WEIGHTS)
 
 
-def one_by_one(model, split, beam_size, max_len=6):
+def one_by_one(model, split, beam_size, max_len=20):
     """Each image captioned on its own: no batching, no cache."""
     from captioner.decoding import decode, images_to_batch
     from captioner.preprocess import to_rgb
@@ -158,18 +156,19 @@ def test_evaluate_scores_the_captions_of_every_image_in_batches_or_from_a_cache(
     captions = one_by_one(v2_model, split, 1)
     texts = [c.text for c in captions]
     objects = [objects_of(o) for o in split["objects"]]
-    got = evaluate_split(v2_model, split, beam_size=1, max_len=6, batch_size=4, meteor=False)
+    got = evaluate_split(v2_model, split, beam_size=1, max_len=20, batch_size=4, meteor=False)
     want = caption_metrics(split["captions"], texts, meteor=False)
-    want.update(scene_metrics(captions, objects, 96, v2_model.encoder.cell_centres(), 4))
+    want.update(scene_metrics(captions, objects, 128, v2_model.encoder.cell_centres(), 16))
     want.update(steering_for_split(v2_model, split, captions, objects, batch_size=6))
     want["examples"] = [{"caption": t, "references": r[:2]}
                         for t, r in zip(texts[:5], split["captions"][:5])]
     assert got == want
     assert got["steering_chance"] == 1 / 8  # scenes-v2's eight colours
+    assert len(set(texts)) == 6 and got["pointing_trials"] > 0 and got["steering_trials"] > 0
 
     features = np.stack([v2_model.encode(images_to_batch_of(v2_model, row)).detach().numpy()[0]
                          for row in split])
-    cached = evaluate_split(v2_model, split, beam_size=1, max_len=6, batch_size=4,
+    cached = evaluate_split(v2_model, split, beam_size=1, max_len=20, batch_size=4,
                             features=features, meteor=False)
     assert cached == got
 
@@ -186,11 +185,11 @@ def test_per_epoch_validation_is_bleu_and_scenes_only_and_beams_are_not_steered(
     from captioner.evaluation import bleu4, evaluate_split
 
     split, _ = scene_splits
-    quick = evaluate_split(v2_model, split, beam_size=1, max_len=6, full=False)
+    quick = evaluate_split(v2_model, split, beam_size=1, max_len=20, full=False)
     assert quick["bleu4"] == bleu4(split["captions"], [c.text for c in one_by_one(
         v2_model, split, 1)])
     assert "cider" not in quick and "steering" not in quick and "pointing" in quick
-    beams = evaluate_split(v2_model, split, beam_size=2, max_len=6, meteor=False)
+    beams = evaluate_split(v2_model, split, beam_size=2, max_len=20, meteor=False)
     assert "steering" not in beams
     assert [e["caption"] for e in beams["examples"]] == [
         c.text for c in one_by_one(v2_model, split, 2)[:5]]
@@ -203,11 +202,12 @@ def test_held_out_figures_are_those_of_the_held_out_scenes_own_captions(scene_sp
     _, held = scene_splits
     captions = one_by_one(v2_model, held, 1)
     objects = [objects_of(o) for o in held["objects"]]
-    got = compositional_metrics(v2_model, held, beam_size=1, max_len=6, batch_size=4)
+    got = compositional_metrics(v2_model, held, beam_size=1, max_len=20, batch_size=4)
     assert got["bleu4"] == bleu4(held["captions"], [c.text for c in captions])
     assert got["held_out_named"] == held_out_named(captions, objects, set(V2.held_out_pairs))
+    assert 0 < got["held_out_named"]  # some held-out objects named: a real figure
     assert got["objects_correct"] == scene_metrics(
-        captions, objects, 96, v2_model.encoder.cell_centres(), 4)["objects_correct"]
+        captions, objects, 128, v2_model.encoder.cell_centres(), 16)["objects_correct"]
     assert got["examples"][0] == {"caption": captions[0].text,
                                   "references": held["captions"][0][:2]}
 
