@@ -15,6 +15,7 @@ from captioner.evaluation import (
     steering_summary,
     steering_trials,
 )
+from captioner.scenes.objects import MIN_VISIBLE
 
 SIZE, GRID = 32, 4
 CENTRES = (np.array([4, 12, 20, 28]) + 0.5) / SIZE  # cell c peaks at pixel centre 4.5 + 8c
@@ -206,8 +207,9 @@ def test_held_out_figures_are_those_of_the_held_out_scenes_own_captions(scene_sp
     assert got["bleu4"] == bleu4(held["captions"], [c.text for c in captions])
     assert got["held_out_named"] == held_out_named(captions, objects, set(V2.held_out_pairs))
     assert 0 < got["held_out_named"]  # some held-out objects named: a real figure
-    assert got["objects_correct"] == scene_metrics(
-        captions, objects, 128, v2_model.encoder.cell_centres(), 16)["objects_correct"]
+    scenes = scene_metrics(captions, objects, 128, v2_model.encoder.cell_centres(), 16)
+    assert (got["objects_correct"], got["pointing"]) == (scenes["objects_correct"],
+                                                         scenes["pointing"])
     assert got["examples"][0] == {"caption": captions[0].text,
                                   "references": held["captions"][0][:2]}
 
@@ -258,3 +260,105 @@ def test_box_union_share_counts_overlaps_once_on_a_wide_image():
     assert box_union_share([(0, 0, 5, 2)], 10, 4) == 5 * 2 / 40
     assert box_union_share([(0, 0, 5, 4), (3, 0, 8, 4)], 10, 4) == 0.8  # columns 0-7
     assert box_union_share([(0, 0, 10, 1), (0, 0, 1, 4)], 10, 4) == pytest.approx(13 / 40)
+
+
+# --- metrics by value: METEOR's branch, the skip messages, quiet scorers, visibility edges ---
+
+REFS = [["a big red circle above a small blue square", "a big red circle"],
+        ["two small green stars", "there are two small green stars"]]
+HYPS = ["a big red circle below a small blue square", "two small green stars"]
+
+
+class FakeMeteor:
+    """Stands in for pycocoevalcap's Java METEOR: records what it was given."""
+
+    seen = []
+
+    def compute_score(self, refs, hyps):
+        FakeMeteor.seen.append((refs, hyps))
+        return 0.375, [0.5, 0.25]
+
+
+def test_meteor_runs_with_java_on_the_same_tokenised_captions(monkeypatch):
+    from pycocoevalcap.meteor import meteor as meteor_module
+
+    from captioner import evaluation
+
+    monkeypatch.setattr(evaluation, "java_available", lambda: True)
+    monkeypatch.setattr(meteor_module, "Meteor", FakeMeteor)
+    FakeMeteor.seen.clear()
+    scores = evaluation.caption_metrics(REFS, HYPS)
+    assert scores["meteor"] == 37.5 and "skipped" not in scores
+    assert FakeMeteor.seen == [evaluation.coco_format(REFS, HYPS)]
+
+
+def test_without_java_meteor_is_skipped_by_default_and_says_why(monkeypatch, scene_splits,
+                                                               v2_model):
+    from captioner import evaluation
+
+    monkeypatch.setattr(evaluation, "java_available", lambda: False)
+    assert evaluation.caption_metrics(REFS, HYPS)["skipped"] == [
+        "meteor: needs Java, which is not installed"]
+    assert evaluation.caption_metrics(REFS, HYPS, meteor=False)["skipped"] == [
+        "meteor: not requested"]
+    split, _ = scene_splits
+    assert evaluation.evaluate_split(v2_model, split.select(range(2)), beam_size=2,
+                                     max_len=20)["skipped"] == [
+        "meteor: needs Java, which is not installed"]
+
+
+def test_scorers_print_nothing_and_cider_is_on_the_0_to_100_scale(capsys):
+    from pycocoevalcap.cider.cider import Cider
+
+    from captioner.evaluation import bleu4, caption_metrics, coco_format
+
+    scores = caption_metrics(REFS, HYPS, meteor=False)
+    bleu4(REFS, HYPS)
+    assert capsys.readouterr().out == ""
+    assert scores["cider"] == round(100 * Cider().compute_score(*coco_format(REFS, HYPS))[0], 2)
+
+
+def test_java_is_asked_its_version_quietly(monkeypatch):
+    import subprocess
+
+    from captioner import evaluation
+
+    calls = []
+    monkeypatch.setattr(evaluation.shutil, "which", lambda name: "/opt/java")
+    monkeypatch.setattr(evaluation.subprocess, "run", lambda args, **kw: calls.append(kw) or
+                        subprocess.CompletedProcess(args, 0))
+    assert evaluation.java_available() and calls == [{"capture_output": True}]
+
+
+def test_visibility_edges_for_held_out_objects_and_steering_targets(tiny_model):
+    star = {"shape": "star", "color": "red", "size": "small", "box": [0, 0, 8, 8]}  # no
+    # "visible": an old-world object, whole
+    half = {**star, "box": [20, 20, 28, 28], "visible": MIN_VISIBLE}  # exactly mostly visible
+    circle = {"shape": "circle", "color": "blue", "size": "big", "box": [16, 0, 30, 14]}
+    named = caption("a small red star and a big blue circle", {})
+    assert held_out_named([named], [[circle, star]], {("red", "star")}) == 1.0
+    assert held_out_named([named, named], [[circle, star], [circle, star, half]],
+                          {("red", "star")}) == round(2 / 3, 4)
+    hidden_green = {**RED_CIRCLE, "color": "green", "visible": 0.2}
+    edge_yellow = {**RED_CIRCLE, "color": "yellow", "visible": MIN_VISIBLE}
+    (trial,) = steering_trials(tiny_model, [caption("a small blue square", {})],
+                               [[BLUE_SQUARE, hidden_green, edge_yellow]], image_size=SIZE)
+    assert trial.expected == "yellow"
+
+
+def test_summaries_keep_four_decimals():
+    assert steering_summary([True, False, False], colours=7) == {
+        "steering": 0.3333, "steering_chance": 0.1429, "steering_trials": 3}
+
+
+def test_box_union_share_counts_pixel_centres_on_the_edges():
+    from captioner.evaluation import box_union_share
+
+    # centres 0.5..2.5 x 0.5..1.5 (edges included: 6 pixels) and column 5.5 (4 pixels)
+    assert box_union_share([(0.5, 0.5, 2.5, 1.5), (5.5, 0, 5.5, 4)], 10, 4) == 10 / 40
+
+
+def test_a_word_naming_nothing_in_the_scene_does_not_end_the_pointing_game():
+    missing = caption("a big green star and a small blue square", {7: one_hot(0, 2)})
+    words = pointing_words(missing, [RED_CIRCLE, BLUE_SQUARE], SIZE, SIZE, CENTRES, 0)
+    assert [w["word_index"] for w in words] == [7, 8] and words[0]["hit"]
