@@ -362,3 +362,21 @@ def test_a_word_naming_nothing_in_the_scene_does_not_end_the_pointing_game():
     missing = caption("a big green star and a small blue square", {7: one_hot(0, 2)})
     words = pointing_words(missing, [RED_CIRCLE, BLUE_SQUARE], SIZE, SIZE, CENTRES, 0)
     assert [w["word_index"] for w in words] == [7, 8] and words[0]["hit"]
+
+
+def test_a_peak_on_the_last_pixel_row_of_a_box_hits():
+    """The peak's pixel centre y + 0.5 against the box, not the next row's."""
+    low_square = {**BLUE_SQUARE, "box": [16, 0, 24, 13]}  # rows 0-12; the peak is at row 12
+    cap = caption("a small blue square", {2: one_hot(1, 2), 3: one_hot(1, 2)})
+    assert [w["hit"] for w in pointing_words(cap, [low_square], SIZE, SIZE, CENTRES, 0)] == [
+        True, True]
+
+
+def test_scene_pointing_reads_peaks_at_the_given_cell_centres():
+    """Cells centred left of the middle of each quarter (as a strided encoder puts them):
+    the peak of cell (1, 1) lands at pixel 9.6, inside a box that ends where the middle of
+    the quarter (pixel 12) would begin."""
+    small = {**RED_CIRCLE, "box": [8, 8, 11, 11]}
+    centres = np.array([0.05, 0.3, 0.55, 0.8])
+    cap = caption("a big red circle", {2: one_hot(1, 1), 3: one_hot(1, 1)})
+    assert scene_metrics([cap], [[small]], SIZE, centres, GRID)["pointing_strict"] == 1.0
