@@ -208,8 +208,8 @@ def test_held_out_figures_are_those_of_the_held_out_scenes_own_captions(scene_sp
     assert got["held_out_named"] == held_out_named(captions, objects, set(V2.held_out_pairs))
     assert 0 < got["held_out_named"]  # some held-out objects named: a real figure
     scenes = scene_metrics(captions, objects, 128, v2_model.encoder.cell_centres(), 16)
-    assert (got["objects_correct"], got["pointing"]) == (scenes["objects_correct"],
-                                                         scenes["pointing"])
+    keys = ("objects_correct", "pointing", "pointing_strict", "pointing_trials")
+    assert [got[k] for k in keys] == [scenes[k] for k in keys]
     assert got["examples"][0] == {"caption": captions[0].text,
                                   "references": held["captions"][0][:2]}
 

@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,16 @@ def test_row_reads_out_of_range_or_strided_are_refused_by_name(tmp_path):
     with pytest.raises(IndexError, match="^only contiguous row ranges are supported$"):
         rows[::2]
     assert rows[-1].tolist() == [20] * 3
+
+
+def test_rows_that_failed_to_open_are_dropped_quietly(tmp_path, monkeypatch):
+    """A cache file that is not an array raises on opening, and the half-made object leaves no
+    "Exception ignored in __del__" behind when it is collected."""
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an array")
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(ValueError):
+        CachedRows(bad)
+    gc.collect()
+    assert unraisable == []
