@@ -361,3 +361,125 @@ def test_scenes_card_title_and_readable_configuration(tmp_path):
     card, text, _ = card_for(tmp_path, cfg, {"images": 5, "beam1": {"bleu4": 1.0}})
     assert card.data.model_name == "captioner: resnet18 + attention LSTM on generated scenes"
     assert '{\n  "dataset": "scenes",\n  "encoder": "resnet18",' in text
+
+
+# --- the push target checked before training, and the card's words, by value ---
+
+class FakeApi:
+    def __init__(self, status=None):
+        self.status = status
+
+    def whoami(self):
+        if self.status:
+            import httpx
+            from huggingface_hub.errors import HfHubHTTPError
+
+            request = httpx.Request("GET", "https://huggingface.co/api/whoami-v2")
+            raise HfHubHTTPError("refused", response=httpx.Response(self.status,
+                                                                    request=request))
+        return {"name": "someone"}
+
+
+def test_a_malformed_repo_id_is_refused_before_any_hub_call(monkeypatch):
+    from captioner import hub
+
+    monkeypatch.setattr(hub, "hub_client", lambda purpose: pytest.fail("no Hub call"))
+    with pytest.raises(SystemExit) as error:
+        hub.check_push_target("not a repo id!")
+    assert str(error.value) == ("--push-to-hub: 'not a repo id!' is not a Hub repo id; give "
+                                "OWNER/NAME (letters, digits, '-', '_', '.')")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_token_is_one_line_naming_the_status(monkeypatch, status):
+    from captioner import hub
+
+    purposes = []
+    monkeypatch.setattr(hub, "hub_client", lambda purpose: purposes.append(purpose) or
+                        FakeApi(status))
+    with pytest.raises(SystemExit) as error:
+        hub.check_push_target("someone/captioner", "deploy-space")
+    assert str(error.value) == (f"deploy-space: the Hugging Face Hub refused the token "
+                                f"({status}); set a valid HF_TOKEN or run `hf auth login` "
+                                "again.")
+    assert purposes == ["deploy-space"]
+
+
+def test_other_hub_errors_are_not_called_a_bad_token_and_a_good_token_passes(monkeypatch):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from captioner import hub
+
+    monkeypatch.setattr(hub, "hub_client", lambda purpose: FakeApi(404))
+    with pytest.raises(HfHubHTTPError):
+        hub.check_push_target("someone/captioner")
+    good = FakeApi()
+    monkeypatch.setattr(hub, "hub_client", lambda purpose: good)
+    assert hub.check_push_target("someone/captioner") is good
+
+
+@pytest.mark.parametrize("cfg, text", [
+    ({}, "expectation (the attention-weighted mean, as soft attention does)"),
+    ({"hard_readout": "expectation"},
+     "expectation (the attention-weighted mean, as soft attention does)"),
+    ({"hard_readout": "argmax"}, "single most attended cell (argmax)")])
+def test_the_hard_readout_is_described_in_words(cfg, text):
+    from captioner.hub import readout_text
+
+    assert readout_text(cfg) == text
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_the_card_names_the_attention_kind_and_only_hard_gets_its_note(tmp_path, attention):
+    from test_hub import write_card
+
+    from captioner.hub import HARD_ATTENTION, readout_text
+
+    _, text = write_card(tmp_path, cfg={"attention": attention, "hard_readout": "argmax"})
+    assert f"{attention} attention picks where to look for each word" in text
+    note = HARD_ATTENTION.format(readout=readout_text({"hard_readout": "argmax"}))
+    assert (note in text) == (attention == "hard")
+    assert "## How it was trained\n\n```bash\npython train_space.py\n```" in text  # no time
+
+
+def test_a_scenes_v2_card_describes_that_world(tmp_path):
+    from test_hub import write_card
+
+    from captioner.hub import SCENES_DESCRIPTION, SCENES_V2_DESCRIPTION
+
+    _, v2 = write_card(tmp_path / "v2", cfg={"dataset": "scenes-v2"})
+    _, v1 = write_card(tmp_path / "v1", cfg={"dataset": "scenes"})
+    assert SCENES_V2_DESCRIPTION.split(".")[0] in v2 and SCENES_V2_DESCRIPTION != SCENES_DESCRIPTION
+    assert SCENES_V2_DESCRIPTION.split(".")[0] not in v1
+
+
+def test_epochs_without_a_time_count_as_none():
+    from captioner.hub import training_time
+
+    assert training_time([{"seconds": 2969.5}, {"epoch": 2}], "2 CPU cores").startswith(
+        "Trained for 2 epochs in 49 min on 2 CPU cores")  # 49.49 min: one second more is 50
+
+
+def test_a_file_given_as_weights_means_its_folder_only_for_the_models_own_files(tmp_path):
+    from captioner.hub import resolve_model_dir
+    from captioner.model import WeightsError
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("")
+    assert resolve_model_dir(tmp_path / "config.json") == tmp_path
+    with pytest.raises(WeightsError) as error:
+        resolve_model_dir(tmp_path / "notes.txt")
+    assert str(error.value) == (f"{tmp_path / 'notes.txt'} is a file: pass the folder that holds "
+                                "model.safetensors and config.json, or a Hub repo id.")
+
+
+def test_missing_default_weights_say_where_they_come_from(monkeypatch, tmp_path):
+    from captioner import hub
+
+    assert hub.missing_bundle_hint(tmp_path) == ""  # not the default folder
+    assert hub.missing_bundle_hint(hub.BUNDLED_WEIGHTS) == (
+        " Train them with `python train_space.py --dataset scenes --output-dir weights`.")
+    monkeypatch.setattr(hub, "__file__", str(tmp_path / "site-packages" / "captioner" / "hub.py"))
+    assert hub.missing_bundle_hint(hub.BUNDLED_WEIGHTS) == (
+        " The installed package ships no weights: the bundled demonstration model is the "
+        "weights/ folder of the project's repository.")
