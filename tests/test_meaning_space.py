@@ -203,3 +203,14 @@ def test_unknown_hardware_is_refused_before_anything_is_uploaded(capsys):
     args = build_parser().parse_args(["deploy-space", "me/demo", "--weights", "me/m",
                                       "--hardware", "t4-small"])
     assert args.hardware == "t4-small"
+
+
+def test_an_unreachable_hub_is_a_network_message_not_an_unreadable_model(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    with mock.patch("huggingface_hub.HfApi") as client_class:
+        api = client_class.return_value
+        api.model_info.side_effect = ConnectionError("no route to host")
+        with pytest.raises(SystemExit) as stop:
+            space.deploy("me/demo", "me/model")
+    assert str(stop.value).startswith("cannot reach the Hugging Face Hub: no route to host")
+    api.create_repo.assert_not_called()
