@@ -144,6 +144,7 @@ def run(name: str, target: Target, children: int, recheck: bool = False) -> floa
         keep_earlier_kills(name, target, previous)
     key = "recheck" if previous is not None else "full"
     timing[key] = round(timing.get(key, 0) + seconds) if previous is not None else round(seconds)
+    timing["commit"] = commit()  # the sources this run tested
     (work / "timing.json").write_text(json.dumps(timing))
     return seconds
 
@@ -243,6 +244,7 @@ def report() -> None:
                               "equivalent_because": why})
         killed = sum(v in KILLED for v in status.values())
         seconds = run_times(name)
+        measured_at = seconds.pop("commit", None) or commit()
         modules[name] = {"module": target.path, "functions": target.functions or "all",
                          "tests": target.tests, "killed": killed,
                          "survived": sum(v == "survived" for v in status.values()),
@@ -251,7 +253,7 @@ def report() -> None:
                          "total": len(status),
                          "score": round(100 * killed / max(len(status), 1), 1),
                          "unjustified": sum(s["equivalent_because"] is None for s in survivors),
-                         "seconds": seconds, "commit": commit(), "survivors": survivors}
+                         "seconds": seconds, "commit": measured_at, "survivors": survivors}
     RESULTS.mkdir(parents=True, exist_ok=True)
     import mutmut
 
