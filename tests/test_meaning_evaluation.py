@@ -380,3 +380,16 @@ def test_scene_pointing_reads_peaks_at_the_given_cell_centres():
     centres = np.array([0.05, 0.3, 0.55, 0.8])
     cap = caption("a big red circle", {2: one_hot(1, 1), 3: one_hot(1, 1)})
     assert scene_metrics([cap], [[small]], SIZE, centres, GRID)["pointing_strict"] == 1.0
+
+
+def test_cached_features_are_served_in_batches_on_the_models_device(tiny_model):
+    """Checked on torch's "meta" device (no GPU here): a cache read from disk must follow the
+    model, or the first batch fails on a GPU."""
+    from captioner.evaluation import split_features
+
+    model = tiny_model.to("meta")
+    cache = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    batches = list(split_features(model, [None] * 5, batch_size=2, features=cache))
+    assert [start for start, _ in batches] == [0, 2, 4]
+    assert [tuple(b.shape) for _, b in batches] == [(2, 2, 3), (2, 2, 3), (1, 2, 3)]
+    assert {b.device.type for _, b in batches} == {"meta"}
