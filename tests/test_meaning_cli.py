@@ -150,3 +150,23 @@ def test_help_is_the_reviewed_text():
 if __name__ == "__main__":
     HELP_FILE.parent.mkdir(exist_ok=True)
     HELP_FILE.write_text(help_texts())
+
+
+def test_evaluate_defaults_and_the_smallest_values_each_option_takes():
+    parser = cli.build_parser()
+    default = parser.parse_args(["evaluate"])
+    assert (default.faithfulness, default.faithfulness_scenes, default.curve_words,
+            default.num_scenes, default.seed) == (True, 250, 200, 1000, 2026)
+    smallest = parser.parse_args(["evaluate", "--num-scenes", "1", "--seed", "0",
+                                  "--faithfulness-scenes", "0", "--curve-words", "7",
+                                  "--no-faithfulness"])
+    assert (smallest.num_scenes, smallest.seed, smallest.faithfulness_scenes,
+            smallest.curve_words, smallest.faithfulness) == (1, 0, 0, 7, False)
+    assert parser.parse_args(["caption", "x.png", "--top-k", "0"]).top_k == 0
+
+
+def test_the_push_command_runs_push(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(cli, "push_command", lambda args: ran.append(args.repo_id) or 0)
+    assert cli.main(["push", str(tmp_path), "someone/captioner"]) == 0
+    assert ran == ["someone/captioner"]

@@ -439,6 +439,8 @@ def test_the_card_names_the_attention_kind_and_only_hard_gets_its_note(tmp_path,
     assert f"{attention} attention picks where to look for each word" in text
     note = HARD_ATTENTION.format(readout=readout_text({"hard_readout": "argmax"}))
     assert (note in text) == (attention == "hard")
+    if attention == "soft":  # nothing after the sentence
+        assert "Every word comes with its attention map.\n" in text
     assert "## How it was trained\n\n```bash\npython train_space.py\n```" in text  # no time
 
 
