@@ -158,14 +158,16 @@ def test_evaluate_defaults_and_the_smallest_values_each_option_takes():
     assert (default.faithfulness, default.faithfulness_scenes, default.curve_words,
             default.num_scenes, default.seed) == (True, 250, 200, 1000, 2026)
     smallest = parser.parse_args(["evaluate", "--num-scenes", "1", "--seed", "0",
-                                  "--faithfulness-scenes", "0", "--curve-words", "7",
+                                  "--faithfulness-scenes", "0", "--curve-words", "0",
                                   "--no-faithfulness"])
     assert (smallest.num_scenes, smallest.seed, smallest.faithfulness_scenes,
-            smallest.curve_words, smallest.faithfulness) == (1, 0, 0, 7, False)
+            smallest.curve_words, smallest.faithfulness) == (1, 0, 0, 0, False)
     assert parser.parse_args(["caption", "x.png", "--top-k", "0"]).top_k == 0
 
 
-def test_the_push_command_runs_push(monkeypatch, tmp_path):
+def test_the_push_command_runs_push_with_the_folder_as_a_path(monkeypatch, tmp_path):
+    args = cli.build_parser().parse_args(["push", "runs/scenes", "someone/captioner"])
+    assert args.model_dir == Path("runs/scenes") and isinstance(args.model_dir, Path)
     ran = []
     monkeypatch.setattr(cli, "push_command", lambda args: ran.append(args.repo_id) or 0)
     assert cli.main(["push", str(tmp_path), "someone/captioner"]) == 0
