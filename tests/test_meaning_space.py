@@ -72,15 +72,21 @@ def test_model_card_without_datasets_names_none(monkeypatch):
     api.model_info.assert_called_with("me/m")
 
 
-def test_an_unreadable_hub_model_stops_before_the_space_is_touched(monkeypatch):
+@pytest.mark.parametrize("error, message", [
+    (OSError("404 no such repo"), "--weights me/missing: could not read the model on the Hugging "
+                                  "Face Hub (OSError: 404 no such repo)"),
+    (ConnectionError("no route to host"), "cannot reach the Hugging Face Hub: no route to host. "
+                                          "Check the network"),  # not an unreadable model
+])
+def test_an_unreadable_or_unreachable_hub_model_stops_before_the_space_is_touched(
+        monkeypatch, error, message):
     monkeypatch.setenv("HF_TOKEN", SECRET)
     with mock.patch("huggingface_hub.HfApi") as client_class:
         api = client_class.return_value
-        api.model_info.side_effect = OSError("404 no such repo")
+        api.model_info.side_effect = error
         with pytest.raises(SystemExit) as stop:
             space.deploy("me/demo", "me/missing")
-    assert str(stop.value) == ("--weights me/missing: could not read the model on the Hugging "
-                               "Face Hub (OSError: 404 no such repo)")
+    assert str(stop.value).startswith(message)
     api.create_repo.assert_not_called()
     api.create_commit.assert_not_called()
 
@@ -203,14 +209,3 @@ def test_unknown_hardware_is_refused_before_anything_is_uploaded(capsys):
     args = build_parser().parse_args(["deploy-space", "me/demo", "--weights", "me/m",
                                       "--hardware", "t4-small"])
     assert args.hardware == "t4-small"
-
-
-def test_an_unreachable_hub_is_a_network_message_not_an_unreadable_model(monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", SECRET)
-    with mock.patch("huggingface_hub.HfApi") as client_class:
-        api = client_class.return_value
-        api.model_info.side_effect = ConnectionError("no route to host")
-        with pytest.raises(SystemExit) as stop:
-            space.deploy("me/demo", "me/model")
-    assert str(stop.value).startswith("cannot reach the Hugging Face Hub: no route to host")
-    api.create_repo.assert_not_called()
