@@ -140,13 +140,20 @@ def v2_model():
     return load_model(BUNDLED_WEIGHTS)
 
 
-def one_by_one(model, split, beam_size, max_len=20):
-    """Each image captioned on its own: no batching, no cache."""
-    from captioner.decoding import decode, images_to_batch
+def images_to_batch_of(model, row):
+    """One dataset row as the model's input batch of one."""
+    from captioner.decoding import images_to_batch
     from captioner.preprocess import to_rgb
 
-    return [decode(model, model.encode(images_to_batch(model, [to_rgb(row["image"])])),
-                   beam_size=beam_size, max_len=max_len)[0] for row in split]
+    return images_to_batch(model, [to_rgb(row["image"])])
+
+
+def one_by_one(model, split, beam_size, max_len=20):
+    """Each image captioned on its own: no batching, no cache."""
+    from captioner.decoding import decode
+
+    return [decode(model, model.encode(images_to_batch_of(model, row)), beam_size=beam_size,
+                   max_len=max_len)[0] for row in split]
 
 
 def test_evaluate_scores_the_captions_of_every_image_in_batches_or_from_a_cache(
@@ -172,13 +179,6 @@ def test_evaluate_scores_the_captions_of_every_image_in_batches_or_from_a_cache(
     cached = evaluate_split(v2_model, split, beam_size=1, max_len=20, batch_size=4,
                             features=features, meteor=False)
     assert cached == got
-
-
-def images_to_batch_of(model, row):
-    from captioner.decoding import images_to_batch
-    from captioner.preprocess import to_rgb
-
-    return images_to_batch(model, [to_rgb(row["image"])])
 
 
 def test_per_epoch_validation_is_bleu_and_scenes_only_and_beams_are_not_steered(scene_splits,
