@@ -468,6 +468,14 @@ def interrupted(cfg: TrainConfig, args: list[str]) -> str:
             f"python train_space.py {shlex.join(again)}")
 
 
+def ignore_half_built_bars(unraisable) -> None:
+    """Ctrl-C can land inside tqdm's constructor; the half-built bar's `__del__` then fails at
+    exit and Python prints "Exception ignored ... Traceback" under our one-line message. Drop
+    exactly that report and pass every other one on."""
+    if not getattr(unraisable.object, "__module__", "").startswith("tqdm"):
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv=None) -> None:
     cfg = parse_args(argv)
     args = list(sys.argv[1:] if argv is None else argv)
@@ -478,6 +486,7 @@ def main(argv=None) -> None:
     except (DatasetFormatError, DatasetLoadError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from e
     except KeyboardInterrupt:
+        sys.unraisablehook = ignore_half_built_bars
         if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
             print(interrupted(cfg, args), file=sys.stderr)
         raise SystemExit(130) from None

@@ -77,6 +77,43 @@ def test_train_space_refuses_before_any_work(tmp_path, args, env, words):
     assert not re.search(r"epoch \d+ started", result.stdout + err)
 
 
+# Ctrl-C inside tqdm's constructor (a bar half built), then a second object whose __del__ fails
+# for a reason of its own: the first report is noise under our message, the second is not ours
+# to hide
+CTRL_C_INSIDE_A_BAR = """
+import sys
+from tqdm.auto import tqdm
+from captioner import training
+
+class HalfBuilt(tqdm):
+    def __init__(self):
+        self.disable = False  # as tqdm's own __init__ does, before it sets `pos`
+        raise KeyboardInterrupt
+
+class Broken:
+    def __del__(self):
+        raise ValueError("a real problem")
+
+def train(cfg, command):
+    broken = Broken()  # freed with the traceback, as the half-built bar is
+    HalfBuilt()
+
+training.train = train
+training.main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_inside_a_progress_bar_leaves_one_line_and_no_traceback(tmp_path):
+    result = run(["-c", CTRL_C_INSIDE_A_BAR, "--dataset", "scenes", "--output-dir", "run"],
+                 tmp_path)
+    assert result.returncode == 130, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("interrupted before the first epoch ended"), lines
+    rest = "\n".join(lines[1:])
+    assert "tqdm" not in rest and "has no attribute" not in rest, rest
+    assert "ValueError: a real problem" in rest, "a report that is not tqdm's was swallowed"
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_training_says_how_to_resume_and_that_command_works(tmp_path):
     # four epochs of 96 scenes: the interrupt at epoch 2 lands long before the run could end
