@@ -16,6 +16,7 @@ from captioner.scenes import (
     Scene,
     SceneObject,
     caption_correctness,
+    caption_mistakes,
     generate_scenes,
     match_mentions,
     parse_caption,
@@ -163,6 +164,38 @@ def test_caption_correctness_detects_errors():
     assert unmatched["relations_correct"] is False
     assert relation_between(left, right) == "to the left of"
     assert relation_between(right, left) == "to the right of"
+
+
+def test_caption_mistakes_names_each_kind_of_error():
+    box = [0, 0, 8, 8]
+    scene = [SceneObject("circle", "red", "big", box), SceneObject("square", "blue", "small", box),
+             SceneObject("star", "green", "tiny", box),
+             SceneObject("triangle", "yellow", "tiny", box),
+             SceneObject("triangle", "yellow", "tiny", box),
+             SceneObject("hexagon", "pink", "small", box, visible=0.2)]  # hidden: never named
+    right = ("a big red circle and a small blue square and a tiny green star and "
+             "two tiny yellow triangles")
+
+    def mistakes(old, new, objs=scene):
+        assert old in right
+        return dict(caption_mistakes(right.replace(old, new), objs))
+
+    assert caption_mistakes(right, scene) == {}
+    assert mistakes("big red circle", "big red square") == {"shape borrowed": 1}
+    assert mistakes("big red circle", "big red diamond") == {"shape": 1}
+    assert mistakes("big red circle", "big red hexagon") == {"shape": 1}  # only the hidden one's
+    assert mistakes("big red circle", "big green circle") == {"colour borrowed": 1}
+    assert mistakes("big red circle", "big orange circle") == {"colour": 1}
+    assert mistakes("big red circle", "small red circle") == {"size borrowed": 1}
+    assert mistakes("small blue square", "big blue square") == {"size borrowed": 1}
+    two = scene[:2]
+    assert dict(caption_mistakes("a tiny red circle and a small blue square", two)) == {"size": 1}
+    assert mistakes("two tiny yellow", "three tiny yellow") == {"count too high": 1}
+    assert mistakes("two tiny yellow triangles", "a tiny yellow triangle") == {"count too low": 1}
+    assert mistakes(" and a tiny green star", "") == {"left out": 1}
+    assert mistakes("big red circle", "big red circle and a big cyan diamond") == {"made up": 1}
+    assert mistakes("big red circle", "big red circle and a small pink hexagon") == {"made up": 1}
+    assert mistakes("big red circle", "big cyan diamond") == {"left out": 1, "made up": 1}
 
 
 @pytest.mark.parametrize(

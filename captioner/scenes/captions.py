@@ -207,3 +207,37 @@ def caption_correctness(
         "groups": groups,
         "parsed": parsed,
     }
+
+
+def caption_mistakes(text: str | Sequence[str], objects: Sequence[SceneObject | Mapping]
+                     ) -> Counter:
+    """What a caption got wrong about its scene's objects, one count per object.
+
+    An object said with one attribute off is a ``"size"``, ``"colour"`` or ``"shape"`` mistake,
+    or ``"... borrowed"`` when the wrong value belongs to another object in the scene (an
+    attention model that mixes up two objects does this). Then ``"count too high"``/``"count
+    too low"`` for right kinds said too often or too rarely, ``"left out"`` for objects not
+    mentioned at all and ``"made up"`` for mentions that match nothing."""
+    objs = [as_object(o) for o in objects]
+    present = Counter(o.kind for o in objs if o.named)
+    said: Counter = Counter()
+    for m in parse_caption(text).mentions:
+        said[m.key] += m.count
+    missing, extra = present - said, said - present
+    mistakes: Counter = Counter()
+    for kind in sorted(missing.elements()):
+        near = [e for e in sorted(extra) if sum(a != b for a, b in zip(kind, e)) == 1]
+        if not near:
+            continue
+        wrong = near[0]
+        i = next(i for i, (a, b) in enumerate(zip(kind, wrong)) if a != b)
+        borrowed = any(o.kind[i] == wrong[i] for o in objs if o.named)
+        mistakes[("size", "colour", "shape")[i] + (" borrowed" if borrowed else "")] += 1
+        missing[kind] -= 1
+        extra[wrong] -= 1
+        missing, extra = +missing, +extra
+    for kind, n in missing.items():
+        mistakes["count too low" if kind in said else "left out"] += n
+    for kind, n in extra.items():
+        mistakes["count too high" if kind in present else "made up"] += n
+    return mistakes
