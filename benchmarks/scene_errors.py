@@ -20,10 +20,11 @@ from common import RESULTS, ROOT, machine
 
 sys.path.insert(0, str(ROOT))
 
+from captioner.cli import scene_set  # noqa: E402
 from captioner.data import load_caption_dataset  # noqa: E402
 from captioner.evaluation import generate_for_split, objects_of  # noqa: E402
 from captioner.hub import load_model  # noqa: E402
-from captioner.scenes import caption_mistakes, generate_scenes  # noqa: E402
+from captioner.scenes import caption_mistakes  # noqa: E402
 from captioner.scenes.objects import as_object  # noqa: E402
 from captioner.scenes.worlds import world_of  # noqa: E402
 
@@ -49,17 +50,14 @@ def main() -> None:
     parser.add_argument("--num-scenes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--output", default=str(RESULTS / "scene_errors.json"))
     args = parser.parse_args()
     model = load_model(args.weights)
     world = world_of(model)
     if world is None:
         raise SystemExit(f"{args.weights}: not a scenes model (its config names no world)")
-    size = world.size_for(model.config.image_size)
-    source = generate_scenes(ROOT / "data" / f"{world.folder_prefix}-eval-{size}px-seed{args.seed}",
-                             num_train=1, num_validation=1, num_test=args.num_scenes,
-                             image_size=size, seed=args.seed, world=world.name)
-    test = load_caption_dataset(str(source))["test"]
+    test = load_caption_dataset(str(scene_set(args, world, model.config.image_size)))["test"]
     captions = generate_for_split(model, test, beam_size=args.beam_size, max_len=40)
     scenes, wrong, mistakes = Counter(), Counter(), Counter()
     chance = {a: [] for a in ATTRIBUTES}

@@ -472,7 +472,7 @@ def ignore_half_built_bars(unraisable) -> None:
     """Ctrl-C can land inside tqdm's constructor; the half-built bar's `__del__` then fails at
     exit and Python prints "Exception ignored ... Traceback" under our one-line message. Drop
     exactly that report and pass every other one on."""
-    if not getattr(unraisable.object, "__module__", "").startswith("tqdm"):
+    if not (getattr(unraisable.object, "__module__", None) or "").startswith("tqdm"):
         sys.__unraisablehook__(unraisable)
 
 

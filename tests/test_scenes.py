@@ -196,6 +196,9 @@ def test_caption_mistakes_names_each_kind_of_error():
     assert mistakes("big red circle", "big red circle and a big cyan diamond") == {"made up": 1}
     assert mistakes("big red circle", "big red circle and a small pink hexagon") == {"made up": 1}
     assert mistakes("big red circle", "big cyan diamond") == {"left out": 1, "made up": 1}
+    # a caption that leaves a size out (None beside sizes): the size is wrong, no object lacks one
+    assert mistakes("a big red circle and a small blue square",
+                    "a red circle and a small blue diamond") == {"size": 1, "shape": 1}
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,16 @@ def match_mentions(
     return [group[0] if group else None for group in match_groups(parsed, objects)]
 
 
+def said_and_present(parsed: ParsedCaption, objs: Sequence[SceneObject]
+                     ) -> tuple[Counter, Counter]:
+    """The kinds (size, colour, shape) a caption says, counts included, and those the scene
+    shows mostly visible: a caption is right about its objects when the two are equal."""
+    said: Counter = Counter()
+    for m in parsed.mentions:
+        said[m.key] += m.count
+    return said, Counter(o.kind for o in objs if o.named)
+
+
 def caption_correctness(
     text: str | Sequence[str], objects: Sequence[SceneObject | Mapping]
 ) -> dict:
@@ -187,10 +197,7 @@ def caption_correctness(
     """
     parsed = parse_caption(text)
     objs = [as_object(o) for o in objects]
-    mentioned: Counter = Counter()
-    for m in parsed.mentions:
-        mentioned[m.key] += m.count
-    present = Counter(o.kind for o in objs if o.named)
+    mentioned, present = said_and_present(parsed, objs)
     groups = match_groups(parsed, objs)
     relations_correct: bool | None = None
     if parsed.relations:
@@ -219,14 +226,12 @@ def caption_mistakes(text: str | Sequence[str], objects: Sequence[SceneObject | 
     too low"`` for right kinds said too often or too rarely, ``"left out"`` for objects not
     mentioned at all and ``"made up"`` for mentions that match nothing."""
     objs = [as_object(o) for o in objects]
-    present = Counter(o.kind for o in objs if o.named)
-    said: Counter = Counter()
-    for m in parse_caption(text).mentions:
-        said[m.key] += m.count
+    said, present = said_and_present(parse_caption(text), objs)
     missing, extra = present - said, said - present
     mistakes: Counter = Counter()
-    for kind in sorted(missing.elements()):
-        near = [e for e in sorted(extra) if sum(a != b for a, b in zip(kind, e)) == 1]
+    # in the scene's and the caption's order (a caption may leave a size or colour out: None)
+    for kind in list(missing.elements()):
+        near = [e for e in extra if sum(a != b for a, b in zip(kind, e)) == 1]
         if not near:
             continue
         wrong = near[0]
