@@ -316,7 +316,8 @@ class Captioner(
         return self.classifier(self.dropout(torch.stack(outputs, 1))), torch.stack(alphas, 1)
 
     def loss(self, features, captions, attention_penalty: float = 1.0,
-             semi_sampling_p: float = SEMI_SAMPLING_P, entropy_bonus: float = ENTROPY_BONUS):
+             semi_sampling_p: float = SEMI_SAMPLING_P, entropy_bonus: float = ENTROPY_BONUS,
+             return_alphas: bool = False):
         """Cross-entropy on the next word plus the doubly stochastic attention penalty
         lambda * sum_p (1 - sum_t alpha_tp)^2, which pushes every cell to be looked at once.
         Returns (loss to minimise, mean cross-entropy).
@@ -324,7 +325,8 @@ class Captioner(
         Hard attention in training mode: with probability `semi_sampling_p` the whole batch
         reads one sampled cell per word, and the loss adds REINFORCE (reward: the caption's
         log-likelihood, minus the moving-average baseline) and an entropy bonus; otherwise
-        the batch trains like soft attention (the authors' "semi-sampling")."""
+        the batch trains like soft attention (the authors' "semi-sampling").
+        `return_alphas` adds the attention weights (B, L-1, P) as a third value."""
         sampler = None
         if self.config.attention == "hard" and self.training \
                 and torch.rand(()).item() < semi_sampling_p:
@@ -350,7 +352,7 @@ class Captioner(
             with torch.no_grad():
                 self.reward_baseline.mul_(BASELINE_DECAY).add_(
                     (1 - BASELINE_DECAY) * rewards.mean())
-        return total, ce
+        return (total, ce, alphas) if return_alphas else (total, ce)
 
     # --- saving and loading ---
 

@@ -32,6 +32,7 @@ from captioner.data import (
 from captioner.decoding import caption_images
 from captioner.evaluation import compositional_metrics, evaluate_split
 from captioner.features import cache_key, cached_array, state_fingerprint
+from captioner.grounding import SceneTruth, grounding_loss, scene_truth, steering_loss
 from captioner.hub import (
     check_push_target,
     load_model,
@@ -52,13 +53,17 @@ CHECKPOINT = "checkpoint.safetensors"
 class Objective(nn.Module):
     """Loss of a batch, as one module so DDP sees a single forward pass.
 
-    Inputs are cached encoder features, or uint8 pixels when the encoder is trained too."""
+    Inputs are cached encoder features, or uint8 pixels when the encoder is trained too. With
+    scene truth (`Pairs(..., truth=...)`), the grounding and steering losses of
+    captioner.grounding are added with weights `ground` and share `steer`."""
 
-    def __init__(self, model: Captioner, penalty: float, pixels: bool):
+    def __init__(self, model: Captioner, penalty: float, pixels: bool, ground: float = 0.0,
+                 steer: float = 0.0):
         super().__init__()
         self.model, self.penalty, self.pixels = model, penalty, pixels
+        self.ground, self.steer = ground, steer
 
-    def forward(self, inputs, captions):
+    def forward(self, inputs, captions, *truth):
         # Captions are padded to max_caption_len; decoding past the batch's longest is waste.
         longest = int((captions != self.model.vocab.pad_id).sum(dim=1).max())
         captions = captions[:, :longest]
@@ -67,22 +72,41 @@ class Objective(nn.Module):
             features = self.model.encode(normalise(inputs, cfg.image_mean, cfg.image_std))
         else:
             features = inputs.float()
-        return self.model.loss(features, captions, self.penalty)
+        if not truth:
+            return self.model.loss(features, captions, self.penalty)
+        cells, colours, named, bits = truth
+        bits = bits[:, :longest]
+        total, ce, alphas = self.model.loss(features, captions, self.penalty,
+                                            return_alphas=True)
+        if self.ground:
+            total = total + self.ground * grounding_loss(alphas, bits[:, 1:], cells)
+        if self.steer:
+            total = total + steering_loss(self.model, features, captions, bits, colours, named,
+                                          cells, self.steer)
+        return total, ce
 
 
 class Pairs(torch.utils.data.Dataset):
-    """(image input, caption ids) pairs read from the memory-mapped cache."""
+    """(image input, caption ids) pairs read from the memory-mapped cache, with the scene's
+    `SceneTruth` rows (object cells, colours, named, the caption's word objects) if given."""
 
-    def __init__(self, inputs: np.ndarray, captions: np.ndarray, pairs: np.ndarray):
-        self.inputs, self.captions, self.pairs = inputs, captions, pairs
+    def __init__(self, inputs: np.ndarray, captions: np.ndarray, pairs: np.ndarray,
+                 truth: SceneTruth | None = None):
+        self.inputs, self.captions, self.pairs, self.truth = inputs, captions, pairs, truth
 
     def __len__(self):
         return len(self.pairs)
 
     def __getitem__(self, i):
         image, caption = self.pairs[i]
-        return torch.from_numpy(self.inputs[image]), torch.from_numpy(
-            self.captions[image, caption].astype(np.int64))
+        item = (torch.from_numpy(self.inputs[image]),
+                torch.from_numpy(self.captions[image, caption].astype(np.int64)))
+        if self.truth is None:
+            return item
+        t = self.truth
+        return item + (torch.from_numpy(t.cells[image]), torch.from_numpy(t.colours[image]),
+                       torch.from_numpy(t.named[image]),
+                       torch.from_numpy(t.words[image, caption].astype(np.int64)))
 
 
 def encode_captions(split, vocab: Vocabulary, max_len: int) -> np.ndarray:
@@ -261,7 +285,9 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
         image_size=cfg.image_size, attention=cfg.attention,
         world=get_world(cfg.dataset).name if is_world(cfg.dataset) else ""))
-    if cfg.pretrained_encoder:
+    if cfg.init_from:
+        model = start_from(cfg.init_from, model.config)
+    elif cfg.pretrained_encoder:
         try:
             model.encoder.load_imagenet_weights(cfg.encoder)
         except Exception as e:
@@ -288,6 +314,13 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     splits = {"train": dataset["train"],
               "validation": dataset["validation"].select(
                   range(min(cfg.max_eval_images, len(dataset["validation"]))))}
+    truth = None  # scene ground truth for grounding/steering, checked before encoding
+    if cfg.ground_attention or cfg.steer_words:
+        try:
+            truth = scene_truth(splits["train"], vocab, cfg.max_caption_len,
+                                model.encoder.cell_centres(), mcfg.image_size)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
     inputs = {}
     for name, split in splits.items():
         key = cache_key(data=split._fingerprint, **kind)
@@ -296,7 +329,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                                     world=acc.num_processes, barrier=acc.wait_for_everyone)
     captions = {n: encode_captions(s, vocab, cfg.max_caption_len) for n, s in splits.items()}
 
-    objective = Objective(model, cfg.attention_penalty, pixels=cfg.fine_tune_encoder)
+    objective = Objective(model, cfg.attention_penalty, pixels=cfg.fine_tune_encoder,
+                          ground=cfg.ground_attention, steer=cfg.steer_words)
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
                "lr": cfg.lr}]
     if cfg.fine_tune_encoder:
@@ -333,13 +367,13 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         acc.print(f"epoch {epoch} started", flush=True)
         pairs = epoch_pairs(captions["train"], cfg.captions_per_image, cfg.seed, epoch)
         loader = acc.prepare(torch.utils.data.DataLoader(
-            Pairs(inputs["train"], captions["train"], pairs), batch_size=cfg.batch_size))
+            Pairs(inputs["train"], captions["train"], pairs, truth), batch_size=cfg.batch_size))
         objective.train()
         running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not acc.is_main_process)
-        for batch_inputs, batch_captions in bar:
+        for batch_inputs, batch_captions, *batch_truth in bar:
             with acc.accumulate(objective):
-                loss, ce = objective(batch_inputs, batch_captions)
+                loss, ce = objective(batch_inputs, batch_captions, *batch_truth)
                 acc.backward(loss)
                 if acc.sync_gradients:
                     acc.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
@@ -384,6 +418,26 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     acc.wait_for_everyone()
     acc.end_training()
     return out
+
+
+def start_from(folder: str, config: CaptionerConfig) -> Captioner:
+    """The saved model in `folder`, refused (one line) unless its vocabulary and architecture
+    are the ones this run's data and settings would build: fine-tuning a model on another
+    vocabulary would silently mislabel every word."""
+    try:
+        model = Captioner.from_pretrained(folder)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--init-from {folder}: {e}") from e
+    saved, wanted = asdict(model.config), asdict(config)
+    if saved["vocab"] != wanted["vocab"]:
+        raise SystemExit(f"--init-from {folder}: its vocabulary ({len(saved['vocab'])} words) "
+                         f"is not the one built from this run's captions "
+                         f"({len(wanted['vocab'])} words)")
+    differ = [k for k in wanted if k != "vocab" and saved[k] != wanted[k]]
+    if differ:
+        raise SystemExit(f"--init-from {folder}: " + ", ".join(
+            f"{k} is {saved[k]!r} there, {wanted[k]!r} here" for k in differ))
+    return model
 
 
 def broadcast_state(acc: Accelerator, state: dict) -> dict:

@@ -58,6 +58,8 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 5.0
     attention_penalty: float = 1.0
+    ground_attention: float = 0.0
+    steer_words: float = 0.0
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "auto"
     patience: int = 5
@@ -67,6 +69,7 @@ class TrainConfig:
     meteor: bool = True
     seed: int = 0
     resume: bool = False
+    init_from: str = ""
     push_to_hub: str = ""
     project_url: str = ""
     cpu: bool = False
@@ -115,6 +118,10 @@ HELP = {
     "warmup_steps": "optimiser steps of linear learning-rate warm-up before the cosine decay",
     "grad_clip": "gradient norm clipping",
     "attention_penalty": "weight of the doubly stochastic attention penalty",
+    "ground_attention": "scene worlds: weight of the loss that puts each object word's "
+                        "attention on that object's cells (0: off; captioner/grounding.py)",
+    "steer_words": "scene worlds: share of captions in which a colour word is also trained "
+                   "looking at another object, to say that object's colour (0: off)",
     "gradient_accumulation_steps": "batches per optimiser step",
     "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
     "patience": "stop after N epochs without a better validation score (0: never)",
@@ -123,6 +130,9 @@ HELP = {
     "meteor": "compute METEOR on the test split (starts Java; --no-meteor for quick runs)",
     "seed": "seed of the initialisation, the data order and carved-out splits",
     "resume": "continue from OUTPUT_DIR/checkpoint.safetensors",
+    "init_from": "start from the weights of this saved model folder (e.g. weights), with a "
+                 "new optimiser and schedule; its vocabulary and architecture must match the "
+                 "run's (default: fresh weights)",
     "push_to_hub": "upload the output folder to this Hub repo id (token: HF_TOKEN or login; "
                    "default: no upload)",
     "project_url": "link to the project's code in the model card (default: no link)",
@@ -209,6 +219,12 @@ def config_problem(cfg: TrainConfig) -> str | None:
             and not Path(cfg.dataset).expanduser().exists():
         return (f"--dataset {cfg.dataset}: no such folder or file (or give a Hub dataset id "
                 "such as jxie/flickr8k, or a scene world: 'scenes', 'scenes-v2')")
+    if cfg.steer_words > 1:
+        return f"--steer-words is a share of captions, from 0 to 1, got {cfg.steer_words:g}"
+    if cfg.init_from and cfg.resume:
+        return "--init-from starts a new run; --resume continues one: give only one"
+    if cfg.init_from and not (Path(cfg.init_from).expanduser() / "config.json").is_file():
+        return f"--init-from {cfg.init_from}: no saved model there (no config.json)"
     if cfg.push_to_hub:
         return repo_id_problem(cfg.push_to_hub, "--push-to-hub")
     return None

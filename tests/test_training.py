@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import found_in, wait_for_line
 from PIL import Image
+from safetensors.torch import load_file
 
 from captioner import training
 from captioner.decoding import caption_images
@@ -279,6 +280,38 @@ def test_resume_after_sigkill_matches_uninterrupted_run(scenes, tmp_path):
     commands = [line for line in (out / "README.md").read_text().splitlines()
                 if line.startswith("python train_space.py")]  # the card: how it was trained
     assert [c.endswith("--resume") for c in commands] == [False, True], commands
+
+
+def test_init_from_starts_from_saved_weights_and_refuses_a_mismatch(scenes, tmp_path):
+    """--init-from loads the saved model as the run's start (with a zero learning rate the
+    result is bit-identical to it, where a fresh start of the same seed is not), and a model
+    of another architecture or vocabulary is refused in one line naming the difference."""
+    common = ["--dataset", str(scenes), "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+              *TINY]
+    first = tmp_path / "first"
+    main([*common, "--output-dir", str(first)])
+    for name, extra in (("again", ["--init-from", str(first)]), ("fresh", [])):
+        main([*common, "--output-dir", str(tmp_path / name), "--lr", "0", "--seed", "5",
+              *extra])
+    digest = {name: weights_digest(load_file(tmp_path / name / "model.safetensors"))
+              for name in ("first", "again", "fresh")}
+    assert digest["again"] == digest["first"] != digest["fresh"]
+    with pytest.raises(SystemExit, match="hidden_dim is 32 there, 48 here"):
+        main([*common, "--output-dir", str(tmp_path / "wider"), "--init-from", str(first),
+              "--hidden-dim", "48"])
+    with pytest.raises(SystemExit, match=r"its vocabulary \(\d+ words\) is not the one"):
+        main([*common, "--output-dir", str(tmp_path / "fewer"), "--init-from", str(first),
+              "--min-word-freq", "100000"])
+
+
+def test_grounding_needs_objects_and_says_so_before_encoding(scenes, tmp_path):
+    """A caption folder without object boxes cannot ground attention: one line, before any
+    image is encoded (no feature cache written)."""
+    source = write_layout(scenes, tmp_path / "kaggle", "kaggle")
+    with pytest.raises(SystemExit, match="--ground-attention and --steer-words need"):
+        main(["--dataset", str(source), "--output-dir", str(tmp_path / "out"), "--cache-dir",
+              str(tmp_path / "cache"), "--ground-attention", "1", *TINY])
+    assert not (tmp_path / "cache").exists()
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

@@ -1,0 +1,156 @@
+"""Teaching attention to look at what each word names, where a world knows its objects.
+
+Two optional training signals for the scene worlds, both off unless asked for
+(`--ground-attention`, `--steer-words`), both built from the generator's ground truth:
+
+- **grounding**: every word that names objects (count, size, colour and shape word) pays
+  -log of the attention it puts on those objects' cells, as in Liu et al.'s "attention
+  correctness" supervision. Crowded scenes fail by *binding* (a colour read on one object, a
+  shape on its neighbour; docs/worlds.md); a map that stays on one object cannot mix them.
+- **steering**: for a share of captions one colour word is predicted a second time with the
+  attention put evenly on another object of another colour, and must name *that* colour. The
+  LSTM remembers the object it was describing; this teaches the word to follow the look.
+
+The evaluation's pointing and steering then measure what was taught on unseen scenes; the
+untaught measures of faithfulness are causal grounding and deletion (captioner.faithfulness).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from captioner.decoding import box_map
+from captioner.scenes.captions import match_groups, parse_caption
+from captioner.scenes.objects import as_object
+from captioner.vocab import Vocabulary, tokenize
+
+
+@dataclass
+class SceneTruth:
+    """What the loss needs to know about a split's scenes, as arrays indexed like the cache.
+
+    `cells` (images, objects, P): the grid cells of each object's box (as `box_map` draws it);
+    `colours` (images, objects): the vocabulary id of each object's colour word, -1 for none;
+    `named` (images, objects): whether captions name it (mostly visible);
+    `words` (images, captions, max_len + 2): for each caption id, a bit set of the objects
+    the word names (bit k: object k), 0 for words that name none."""
+
+    cells: np.ndarray
+    colours: np.ndarray
+    named: np.ndarray
+    words: np.ndarray
+
+
+def word_objects(caption: str, objects, max_len: int) -> list[int]:
+    """For `Vocabulary.encode(caption, max_len)`'s ids: the bit set of the scene objects each
+    word names. A counted mention ("two red circles") names every object of its group."""
+    tokens = tokenize(caption)[:max_len]
+    parsed = parse_caption(tokens)
+    bits = [0] * (len(tokens) + 2)  # <start> ... <end>
+    for mention, group in zip(parsed.mentions, match_groups(parsed, objects)):
+        mask = sum(1 << k for k in group)
+        for index in (mention.count_index, mention.size_index, mention.color_index,
+                      mention.shape_index):
+            if index is not None:
+                bits[index + 1] |= mask
+    return bits
+
+
+def scene_truth(split, vocab: Vocabulary, max_len: int, centres: np.ndarray,
+                image_size: int) -> SceneTruth:
+    """`SceneTruth` of a split with an ``objects`` column (the scene worlds)."""
+    if "objects" not in split.column_names:
+        raise ValueError("--ground-attention and --steer-words need each image's objects (an "
+                         "'objects' column with boxes): train on a scene world, e.g. "
+                         "--dataset scenes-v2")
+    scenes = [[as_object(o) for o in objs] for objs in split["objects"]]
+    captions = split["captions"]
+    most = max(1, max(len(s) for s in scenes))
+    if most > 31:
+        raise ValueError(f"a scene has {most} objects; grounding handles at most 31")
+    per_image = max(len(c) for c in captions)
+    cells = np.zeros((len(scenes), most, len(centres) ** 2), dtype=bool)
+    colours = np.full((len(scenes), most), -1, dtype=np.int64)
+    named = np.zeros((len(scenes), most), dtype=bool)
+    words = np.zeros((len(scenes), per_image, max_len + 2), dtype=np.int32)
+    for i, (objs, caps) in enumerate(zip(scenes, captions)):
+        for k, o in enumerate(objs):
+            cells[i, k] = box_map(centres, [v / image_size for v in o.box]).ravel() > 0
+            colours[i, k] = vocab.index.get(o.color, -1)
+            named[i, k] = o.named
+        for j, caption in enumerate(caps):
+            bits = word_objects(caption, objs, max_len)
+            words[i, j, : len(bits)] = bits
+    return SceneTruth(cells, colours, named, words)
+
+
+def named_objects(bits: torch.Tensor, objects: int) -> torch.Tensor:
+    """Bit sets (...) -> (..., objects) bool: which objects each word names."""
+    return (bits.unsqueeze(-1) >> torch.arange(objects, device=bits.device)) & 1 == 1
+
+
+def grounding_loss(alphas: torch.Tensor, bits: torch.Tensor, cells: torch.Tensor
+                   ) -> torch.Tensor:
+    """Mean -log(attention on the named objects' cells) over the words that name objects.
+
+    `alphas` (B, T, P) predict the words whose bit sets are `bits` (B, T); `cells` (B, O, P)."""
+    names = named_objects(bits, cells.shape[1])  # (B, T, O)
+    on_target = names.float() @ cells.float() > 0  # (B, T, P)
+    attention = (alphas.float() * on_target).sum(dim=2)
+    grounded = names.any(dim=2)
+    return -(attention.clamp_min(1e-6).log() * grounded).sum() / grounded.sum().clamp_min(1)
+
+
+def draw_steering(captions: torch.Tensor, bits: torch.Tensor, colours: torch.Tensor,
+                  named: torch.Tensor, cells: torch.Tensor, share: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pick, in about `share` of the captions, one colour word naming a scene object and a
+    named object B of another colour. Returns the word's position in `captions` (-1: none),
+    the attention map on B's cells (B, P) and B's colour id (the word to say instead)."""
+    batch, objects = colours.shape
+    rows = torch.arange(batch, device=captions.device)
+    is_colour = (bits != 0) & torch.isin(captions, colours[colours >= 0])
+    other = named.unsqueeze(1) & (colours.unsqueeze(1) != captions.unsqueeze(2))  # (B, L, O)
+    candidate = is_colour & other.any(dim=2)
+    candidate &= torch.rand(batch, 1, device=captions.device) < share
+    position = torch.rand(candidate.shape, device=captions.device).masked_fill(
+        ~candidate, -1).argmax(dim=1)
+    choice = torch.rand(batch, objects, device=captions.device).masked_fill(
+        ~other[rows, position], -1).argmax(dim=1)
+    maps = cells[rows, choice].float()
+    maps = maps / maps.sum(dim=1, keepdim=True).clamp_min(1)
+    position = torch.where(candidate.any(dim=1), position, -1)
+    return position, maps, colours[rows, choice]
+
+
+def steered_logits(model, features: torch.Tensor, captions: torch.Tensor,
+                   position: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Logits (B, V) for the word at `position` of each caption, read with the attention
+    replaced by `maps` at that word and teacher forcing before it (what `decode` with a
+    `Guide` of the same prefix and attention computes one word at a time)."""
+    state, projected = model.init_state(features)
+    steps = position - 1  # step t reads captions[:, t] and predicts captions[:, t + 1]
+    outputs = torch.zeros(len(captions), model.classifier.in_features,
+                          device=features.device, dtype=features.dtype)
+    for t in range(int(steps.max()) + 1):
+        here = steps == t
+        output, state, _, _ = model.advance(captions[:, t], state, features, projected,
+                                            override=(here, maps))
+        outputs = torch.where(here.unsqueeze(1), output.to(outputs.dtype), outputs)
+    return model.classifier(model.dropout(outputs))
+
+
+def steering_loss(model, features, captions, bits, colours, named, cells, share: float
+                  ) -> torch.Tensor:
+    """Cross-entropy of saying the steered-to object's colour (0 when no caption drew one)."""
+    position, maps, target = draw_steering(captions, bits, colours, named, cells, share)
+    chosen = position > 0
+    if not chosen.any():
+        return features.new_zeros(())
+    logits = steered_logits(model, features[chosen], captions[chosen], position[chosen],
+                            maps[chosen])
+    return F.cross_entropy(logits.float(), target[chosen])

@@ -1,0 +1,243 @@
+"""Grounding and steering training (captioner.grounding): which words name which objects,
+the cells each object covers, the losses' meaning, and that training with them really moves
+attention onto the named objects and makes a colour word follow the look."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from captioner.decoding import Guide, box_map, decode
+from captioner.grounding import (
+    draw_steering,
+    grounding_loss,
+    named_objects,
+    scene_truth,
+    steered_logits,
+    word_objects,
+)
+from captioner.training import Objective
+from captioner.vocab import SPECIALS, Vocabulary
+
+# Listed in an order unlike the caption's, so that a word pointing at "the first object" fails.
+SQUARE = {"shape": "square", "color": "blue", "size": "big", "box": [12, 0, 32, 6]}
+CIRCLE_1 = {"shape": "circle", "color": "red", "size": "small", "box": [0, 20, 8, 32]}
+CIRCLE_2 = {"shape": "circle", "color": "red", "size": "small", "box": [10, 20, 18, 32]}
+HIDDEN_GREEN = {"shape": "square", "color": "green", "size": "small", "box": [0, 0, 8, 8],
+                "visible": 0.1}
+WORDS = ["a", "two", "small", "big", "red", "blue", "green", "circles", "circle", "square",
+         "to", "the", "left", "of", "above"]
+
+
+def test_word_objects_name_each_word_s_objects_and_a_count_its_whole_group():
+    caption = "Two small red circles to the left of a big blue square."
+    bits = word_objects(caption, [SQUARE, CIRCLE_1, CIRCLE_2], max_len=40)
+    # <start> two small red circles to the left of a big blue square <end>
+    assert bits == [0, 0b110, 0b110, 0b110, 0b110, 0, 0, 0, 0, 0, 0b001, 0b001, 0b001, 0]
+    # cut as `encode` cuts it; a mention cut before its shape word names nothing yet
+    cut = word_objects(caption, [SQUARE, CIRCLE_1, CIRCLE_2], max_len=4)
+    assert cut == [0, 0b110, 0b110, 0b110, 0b110, 0]
+    assert word_objects(caption, [SQUARE, CIRCLE_1, CIRCLE_2], max_len=3) == [0] * 5
+    # a word that names nothing in the scene (a made-up object) grounds nowhere
+    assert word_objects("a big green square", [SQUARE], max_len=40) == [0] * 6
+
+
+@pytest.fixture
+def truth_and_vocab(tiny_model):
+    vocab = Vocabulary([*SPECIALS, *WORDS])
+    split = Dataset.from_list([
+        {"captions": ["two small red circles to the left of a big blue square"],
+         "objects": [SQUARE, CIRCLE_1, CIRCLE_2, HIDDEN_GREEN]},
+        {"captions": ["a big blue square"], "objects": [SQUARE, HIDDEN_GREEN]},
+    ])
+    centres = tiny_model.encoder.cell_centres()
+    return scene_truth(split, vocab, 40, centres, 32), vocab, centres
+
+
+def test_scene_truth_cells_follow_x_and_y_and_colours_and_visibility(truth_and_vocab):
+    truth, vocab, centres = truth_and_vocab
+    assert truth.cells.shape == (2, 4, 16) and truth.words.shape == (2, 1, 42)
+    square = truth.cells[0, 0].reshape(4, 4)  # rows are y, columns x
+    # the square is wide, flat and in the top right: the top row's right two cells
+    assert square.tolist() == [[False, False, True, True]] + [[False] * 4] * 3
+    np.testing.assert_array_equal(
+        truth.cells[0, 1].reshape(4, 4), box_map(centres, [0, 20 / 32, 8 / 32, 1]) > 0)
+    assert truth.colours[0].tolist() == [vocab.index[c] for c in ("blue", "red", "red",
+                                                                   "green")]
+    assert truth.named[0].tolist() == [True, True, True, False]
+    assert truth.colours[1, 2:].tolist() == [-1, -1] and not truth.named[1, 2:].any()
+    assert truth.words[1, 0, :6].tolist() == [0, 0, 1, 1, 1, 0]
+
+
+def test_grounding_loss_rewards_attention_on_the_named_objects_only():
+    cells = torch.zeros(1, 2, 4, dtype=torch.bool)
+    cells[0, 0, 0] = cells[0, 1, 3] = True  # object 0 covers cell 0, object 1 cell 3
+    bits = torch.tensor([[0b01, 0b10, 0]])  # word 0 names object 0, word 1 object 1, word 2 none
+    right = torch.tensor([[[1.0, 0, 0, 0], [0, 0, 0, 1.0], [0, 1.0, 0, 0]]])
+    assert grounding_loss(right, bits, cells).item() == pytest.approx(0, abs=1e-5)
+    swapped = right[:, [1, 0, 2]]  # each word looks at the other word's object
+    assert grounding_loss(swapped, bits, cells).item() > 10
+    half = torch.tensor([[[0.5, 0.5, 0, 0], [0, 0, 0, 1.0], [0, 0, 1.0, 0]]])
+    # mean over the two naming words; the third word's attention costs nothing
+    assert grounding_loss(half, bits, cells).item() == pytest.approx(np.log(2) / 2, rel=1e-4)
+    both = torch.tensor([[0b11]])  # a count word: any of its objects is right
+    assert grounding_loss(torch.tensor([[[0, 0, 0, 1.0]]]), both, cells).item() \
+        == pytest.approx(0, abs=1e-5)
+    assert named_objects(torch.tensor([0b101]), 3).tolist() == [[True, False, True]]
+
+
+def test_draw_steering_picks_a_colour_word_and_a_named_object_of_another_colour(
+        truth_and_vocab):
+    truth, vocab, _ = truth_and_vocab
+    ids = [vocab.encode(c[0] if isinstance(c, list) else c, 40) for c in
+           ("two small red circles to the left of a big blue square", "a big blue square")]
+    captions = torch.zeros(2, 14, dtype=torch.long)
+    for i, row in enumerate(ids):
+        captions[i, :len(row)] = torch.tensor(row)
+    bits = torch.from_numpy(truth.words[:, 0, :14].astype(np.int64))
+    cells, colours, named = (torch.from_numpy(a) for a in (truth.cells, truth.colours,
+                                                            truth.named))
+    seen = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        position, maps, target = draw_steering(captions, bits, colours, named, cells, 1.0)
+        # scene 2's only other colour is the hidden green square: no trial there
+        assert position[1] == -1
+        word = vocab.words[captions[0, position[0]]]
+        assert word in ("red", "blue")
+        # the other colour's object: red -> the blue square, blue -> either red circle
+        chosen = [k for k in range(4) if torch.equal(maps[0], cells[0, k].float()
+                                                     / cells[0, k].sum())]
+        assert chosen and colours[0, chosen[0]] == target[0] != captions[0, position[0]]
+        assert maps[0].sum().item() == pytest.approx(1.0)  # even over the object's cells
+        assert vocab.words[target[0]] == {"red": "blue", "blue": "red"}[word]
+        seen.add((word, chosen[0]))
+    assert seen == {("red", 0), ("blue", 1), ("blue", 2)}  # every choice is drawn
+    position, _, _ = draw_steering(captions, bits, colours, named, cells, 0.0)
+    assert position.tolist() == [-1, -1]
+
+
+def test_steered_logits_are_what_decoding_with_that_guide_says(make_model):
+    """The training-time steered word is the word `decode` gives with the same prefix and the
+    same attention put in at that word (a position one off would read another word)."""
+    model = make_model(seed=4)
+    torch.manual_seed(1)
+    features = model.encode(torch.randn(3, 3, 32, 32))
+    words = [["a", "red", "square", "on", "the"], ["a", "blue", "circle", "on", "the"],
+             ["the", "green", "square", "left", "a"]]
+    captions = torch.tensor([model.vocab.encode(" ".join(w)) for w in words])
+    maps = torch.zeros(3, 16)
+    maps[0, 15] = maps[1, 0] = 1.0
+    maps[2, 5:7] = 0.5
+    position = torch.tensor([2, 3, 4])  # caption ids: <start> is at 0
+    probs = steered_logits(model, features, captions, position, maps).softmax(dim=1)
+    for i in range(3):
+        p = int(position[i]) - 1  # the same word, counted without <start>
+        guide = Guide(prefix=words[i][:p], attention={p: maps[i].numpy()})
+        caption = decode(model, features[i:i + 1], beam_size=1, max_len=p + 1, top_k=3,
+                         guide=guide)[0]
+        for word, prob in caption.alternatives[p]:
+            assert probs[i, model.vocab.index[word]].item() == pytest.approx(prob, abs=1e-5)
+
+
+def _scenes_batch(vocab, count=24, seed=0):
+    """Two-object scenes (a red and a blue object, left and right or the other way round) as a
+    fixed batch: features that say where each colour is, captions, truth."""
+    rng = np.random.default_rng(seed)
+    split = []
+    for _ in range(count):
+        red_left = bool(rng.integers(2))
+        left = {"shape": "square", "color": "red" if red_left else "blue", "size": "small",
+                "box": [0, int(rng.integers(0, 16)), 12, 0]}
+        left["box"][3] = left["box"][1] + 12
+        right = {"shape": "circle", "color": "blue" if red_left else "red", "size": "small",
+                 "box": [20, int(rng.integers(0, 16)), 32, 0]}
+        right["box"][3] = right["box"][1] + 12
+        caption = (f"a small {left['color']} square to the left of a small {right['color']} "
+                   "circle")
+        split.append({"captions": [caption], "objects": [left, right]})
+    return Dataset.from_list(split)
+
+
+def _attention_on_named(model, features, captions, bits, cells):
+    with torch.no_grad():
+        _, alphas = model(features, captions)
+    names = named_objects(bits[:, 1:], cells.shape[1])
+    on = (names.float() @ cells.float() > 0)
+    return (alphas * on).sum(dim=2)[names.any(dim=2)].mean().item()
+
+
+def test_training_with_grounding_and_steering_moves_attention_and_words(make_model):
+    """Trained on a fixed batch, grounding puts most attention on the named object (from about
+    the objects' share of the image), and either grounding or steering makes a colour word say
+    the colour of the object it is made to look at (plain training mostly says the other)."""
+    results = {}
+    for ground, steer in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+        model = make_model(seed=2, vocab=[*SPECIALS, *WORDS])
+        vocab = model.vocab
+        split = _scenes_batch(vocab)
+        truth = scene_truth(split, vocab, 20, model.encoder.cell_centres(), 32)
+        captions = torch.zeros(len(split), 14, dtype=torch.long)
+        for i, caps in enumerate(split["captions"]):
+            ids = vocab.encode(caps[0], 20)
+            captions[i, :len(ids)] = torch.tensor(ids)
+        bits = torch.from_numpy(truth.words[:, 0, :14].astype(np.int64))
+        cells, colours, named = (torch.from_numpy(a) for a in (truth.cells, truth.colours,
+                                                                truth.named))
+        torch.manual_seed(0)
+        images = torch.zeros(len(split), 3, 32, 32)
+        for i, objs in enumerate(split["objects"]):  # red paints channel 0, blue channel 2
+            for o in objs:
+                x0, y0, x1, y1 = o["box"]
+                images[i, 0 if o["color"] == "red" else 2, y0:y1, x0:x1] = 1.0
+        features = model.encode(images).detach()
+        before = _attention_on_named(model, features, captions, bits, cells)
+        model.train()
+        objective = Objective(model, penalty=0.0, pixels=False, ground=ground, steer=steer)
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(150):
+            loss, _ = objective(features, captions, cells, colours, named, bits)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        model.eval()
+        after = _attention_on_named(model, features, captions, bits, cells)
+        # steer every caption's first colour word onto the other object
+        position = torch.full((len(split),), 3)
+        other = torch.ones(len(split), dtype=torch.long)  # the right-hand object
+        maps = cells[torch.arange(len(split)), other].float()
+        maps = maps / maps.sum(dim=1, keepdim=True)
+        with torch.no_grad():
+            said = steered_logits(model, features, captions, position, maps).argmax(dim=1)
+        followed = (said == colours[torch.arange(len(split)), other]).float().mean().item()
+        results[ground, steer] = (before, after, followed)
+    plain, grounded, steered = results[0, 0], results[1, 0], results[0, 1]
+    assert grounded[1] > 0.8 > plain[1] and grounded[1] > grounded[0] + 0.3, results
+    # a word that reads the named object alone says what is there; so does a taught one
+    assert grounded[2] >= 0.9 and steered[2] >= 0.9 and plain[2] <= 0.5, results
+
+
+def test_objective_grounds_the_word_each_step_predicts(make_model):
+    """Step t reads word t and predicts word t + 1: the grounding term the objective adds is
+    the attention of the step that *says* each object word, on that word's object."""
+    model = make_model(seed=3, vocab=[*SPECIALS, *WORDS])
+    vocab = model.vocab
+    objects = [{"shape": "circle", "color": "blue", "size": "small", "box": [0, 24, 8, 32]},
+               {"shape": "square", "color": "red", "size": "small", "box": [24, 0, 32, 8]}]
+    text = "a small red square to the left of a small blue circle"
+    captions = torch.tensor([vocab.encode(text)])
+    bits = torch.tensor([word_objects(text, objects, 20)])
+    cells = torch.zeros(1, 2, 16, dtype=torch.bool)
+    cells[0, 0, 12] = cells[0, 1, 3] = True  # bottom left, top right
+    colours = torch.tensor([[vocab.index["blue"], vocab.index["red"]]])
+    named = torch.ones(1, 2, dtype=torch.bool)
+    torch.manual_seed(0)
+    features = model.encode(torch.randn(1, 3, 32, 32))
+    plain = Objective(model, penalty=0.0, pixels=False)(features, captions)[0]
+    grounded = Objective(model, penalty=0.0, pixels=False, ground=2.0)(
+        features, captions, cells, colours, named, bits)[0]
+    _, alphas = model(features, captions)
+    # ids 2-4 ("small red square") name object 1, ids 10-12 ("small blue circle") object 0
+    said = [alphas[0, t, 3] for t in (1, 2, 3)] + [alphas[0, t, 12] for t in (9, 10, 11)]
+    expected = -torch.stack(said).log().mean()
+    assert (grounded - plain).item() == pytest.approx(2.0 * expected.item(), rel=1e-4)
