@@ -283,8 +283,9 @@ PHOTO_LIMITS = (
     "Trained on a few thousand Flickr photos of people and animals; it writes short, generic "
     "English captions and inherits the biases of its data. Not for accessibility-critical or "
     "safety-critical use without human review.")
+LEARNED_ALONE = "(no box supervision; attention learned from captions only)"
 POINTING_GAME = (
-    "**Pointing game** (no box supervision; attention learned from captions only): for each "
+    f"**Pointing game** {LEARNED_ALONE}: for each "
     "object a caption names, at its colour word and at its shape word, is the peak of the "
     "attention map inside the object's box widened by one grid cell (*±1 cell*), or inside "
     "the box itself (*in box*)? *Chance* is the hit rate of a uniformly random peak for the "
@@ -294,6 +295,12 @@ STEERING = (
     "object's box; how often the model then says that object's colour (chance: 1 / number of "
     "colours).")
 STEERING_FOLLOWED = " The words follow where the model looks, not only co-occur with it."
+# Runs with captioner.grounding's losses were *taught* what the two games measure.
+TAUGHT_POINTING = ("(attention *taught* to look at each named object's box, `--ground-attention`"
+                   ": this measures how well that carries over to unseen scenes, not whether it "
+                   "emerged from captions alone)")
+TAUGHT_STEERING = (" Colour words were trained to follow forced attention (`--steer-words`), so "
+                   "this, too, measures how well the teaching carries over to unseen scenes.")
 POINTING_DESIGN = (
     "What made attention point: a ResNet18 cut after stage 2 (local receptive fields, one cell "
     "per 8 pixels), coordinate channels on the feature grid, the attended context fed to the "
@@ -310,18 +317,23 @@ HARD_ATTENTION = (
     "reads the {readout} (`hard_readout` in config.json).")
 
 
-def pointing_note(metrics: dict) -> str:
+def pointing_note(metrics: dict, cfg: dict | None = None) -> str:
     """The pointing game's definition when it was measured (and steering's, when that was);
     the design that made attention point only when this run's attention beat chance at every
-    beam size."""
+    beam size. A run trained with grounding or steering (`cfg`) says that it was taught."""
     measured = [metrics[b] for b in BEAMS if metrics.get(b, {}).get("pointing") is not None]
     if not measured:
         return ""
     pointed = all(m["pointing"] > m["pointing_chance"] for m in measured)
     steering = [metrics[b] for b in BEAMS if metrics.get(b, {}).get("steering") is not None]
     followed = steering and all(m["steering"] > m["steering_chance"] for m in steering)
-    return ("\n\n" + POINTING_GAME
-            + ("\n\n" + STEERING + (STEERING_FOLLOWED if followed else "") if steering else "")
+    cfg = cfg or {}
+    game = POINTING_GAME.replace(LEARNED_ALONE, TAUGHT_POINTING) \
+        if cfg.get("ground_attention") else POINTING_GAME
+    taught = TAUGHT_STEERING if cfg.get("steer_words") else ""
+    return ("\n\n" + game
+            + ("\n\n" + STEERING + (STEERING_FOLLOWED if followed else "") + taught
+               if steering else "")
             + ("\n\n" + POINTING_DESIGN if pointed else ""))
 
 
@@ -379,7 +391,7 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
         if cfg.get("attention") == "hard" else "",
         percent_note="; exact content and pointing are percentages (%)" if fractions else "",
         skipped=(" Skipped: " + "; ".join(skipped) + ".") if skipped else "",
-        selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics),
+        selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics, cfg),
         data_description=description if scenes else
         f"`{cfg['dataset']}` loaded with 🤗 datasets; train/validation/test splits as provided "
         "(or carved deterministically from train).",

@@ -173,6 +173,12 @@ def test_pointing_note_explains_only_what_was_measured():
     # the design is claimed only when every beam size beat chance; a tie is not beating it
     tie = {"pointing": 0.2, "pointing_chance": 0.2}
     assert pointing_note({"beam1": beat, "beam3": tie}) == "\n\n" + POINTING_GAME
+    # a run taught to point (and to follow forced attention) says so instead of "learned alone"
+    taught = pointing_note({"beam1": steered}, {"ground_attention": 1.0, "steer_words": 0.0})
+    assert "taught* to look at each named object's box" in taught
+    assert "captions only" not in taught and "--steer-words" not in taught
+    both = pointing_note({"beam1": steered}, {"ground_attention": 0.0, "steer_words": 0.5})
+    assert "captions only" in both and "trained to follow forced attention" in both
 
 
 def test_push_returns_the_hubs_url_and_needs_a_token(model_folder, monkeypatch, tmp_path):
