@@ -51,8 +51,9 @@ from benchmarks.common import (  # noqa: E402
 )
 from captioner.features import CachedRows, cached_array  # noqa: E402
 from captioner.model import Captioner, CaptionerConfig  # noqa: E402
+from captioner.objective import Objective, Pairs  # noqa: E402
 from captioner.preprocess import resized_pixels, to_model_input  # noqa: E402
-from captioner.training import Objective, Pairs, encode_captions, epoch_pairs  # noqa: E402
+from captioner.training import encode_captions, epoch_pairs  # noqa: E402
 from captioner.vocab import SPECIALS, Vocabulary  # noqa: E402
 
 TARGETS = {"epoch_ratio": 0.1}

@@ -40,14 +40,10 @@ from benchmarks.common import (  # noqa: E402
 )
 from captioner.data import load_caption_dataset  # noqa: E402
 from captioner.model import Captioner, CaptionerConfig  # noqa: E402
+from captioner.objective import Objective, Pairs  # noqa: E402
 from captioner.preprocess import resized_pixels  # noqa: E402
 from captioner.scenes import generate_scenes  # noqa: E402
-from captioner.training import (  # noqa: E402
-    Objective,
-    Pairs,
-    encode_captions,
-    epoch_pairs,
-)
+from captioner.training import encode_captions, epoch_pairs  # noqa: E402
 from captioner.training_config import parse_args  # noqa: E402
 from captioner.vocab import Vocabulary  # noqa: E402
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
-from torch import nn
 from tqdm.auto import tqdm
 
 from captioner.data import (
@@ -32,7 +31,7 @@ from captioner.data import (
 from captioner.decoding import caption_images
 from captioner.evaluation import compositional_metrics, evaluate_split
 from captioner.features import cache_key, cached_array, state_fingerprint
-from captioner.grounding import SceneTruth, grounding_loss, scene_truth, steering_loss
+from captioner.grounding import scene_truth
 from captioner.hub import (
     check_push_target,
     load_model,
@@ -41,72 +40,14 @@ from captioner.hub import (
     write_model_card,
 )
 from captioner.model import Captioner, CaptionerConfig, replace_as_shared
-from captioner.preprocess import normalise, resized_pixels, to_model_input, to_rgb
+from captioner.objective import Objective, Pairs
+from captioner.preprocess import resized_pixels, to_model_input, to_rgb
 from captioner.scenes import generate_scenes, get_world, is_world
 from captioner.training_config import TrainConfig, parse_args
 from captioner.visualize import save_attention_grid
 from captioner.vocab import Vocabulary
 
 CHECKPOINT = "checkpoint.safetensors"
-
-
-class Objective(nn.Module):
-    """Loss of a batch, as one module so DDP sees a single forward pass.
-
-    Inputs are cached encoder features, or uint8 pixels when the encoder is trained too. With
-    scene truth (`Pairs(..., truth=...)`), the grounding and steering losses of
-    captioner.grounding are added with weights `ground` and share `steer`."""
-
-    def __init__(self, model: Captioner, penalty: float, pixels: bool, ground: float = 0.0,
-                 steer: float = 0.0):
-        super().__init__()
-        self.model, self.penalty, self.pixels = model, penalty, pixels
-        self.ground, self.steer = ground, steer
-
-    def forward(self, inputs, captions, *truth):
-        # Captions are padded to max_caption_len; decoding past the batch's longest is waste.
-        longest = int((captions != self.model.vocab.pad_id).sum(dim=1).max())
-        captions = captions[:, :longest]
-        if self.pixels:
-            cfg = self.model.config
-            features = self.model.encode(normalise(inputs, cfg.image_mean, cfg.image_std))
-        else:
-            features = inputs.float()
-        if not truth:
-            return self.model.loss(features, captions, self.penalty)
-        cells, colours, named, bits = truth
-        bits = bits[:, :longest]
-        total, ce, alphas = self.model.loss(features, captions, self.penalty,
-                                            return_alphas=True)
-        if self.ground:
-            total = total + self.ground * grounding_loss(alphas, bits[:, 1:], cells)
-        if self.steer:
-            total = total + steering_loss(self.model, features, captions, bits, colours, named,
-                                          cells, self.steer)
-        return total, ce
-
-
-class Pairs(torch.utils.data.Dataset):
-    """(image input, caption ids) pairs read from the memory-mapped cache, with the scene's
-    `SceneTruth` rows (object cells, colours, named, the caption's word objects) if given."""
-
-    def __init__(self, inputs: np.ndarray, captions: np.ndarray, pairs: np.ndarray,
-                 truth: SceneTruth | None = None):
-        self.inputs, self.captions, self.pairs, self.truth = inputs, captions, pairs, truth
-
-    def __len__(self):
-        return len(self.pairs)
-
-    def __getitem__(self, i):
-        image, caption = self.pairs[i]
-        item = (torch.from_numpy(self.inputs[image]),
-                torch.from_numpy(self.captions[image, caption].astype(np.int64)))
-        if self.truth is None:
-            return item
-        t = self.truth
-        return item + (torch.from_numpy(t.cells[image]), torch.from_numpy(t.colours[image]),
-                       torch.from_numpy(t.named[image]),
-                       torch.from_numpy(t.words[image, caption].astype(np.int64)))
 
 
 def encode_captions(split, vocab: Vocabulary, max_len: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from captioner.grounding import (
     steered_logits,
     word_objects,
 )
-from captioner.training import Objective
+from captioner.objective import Objective
 from captioner.vocab import SPECIALS, Vocabulary
 
 # Listed in an order unlike the caption's, so that a word pointing at "the first object" fails.
