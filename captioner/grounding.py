@@ -5,11 +5,12 @@ Two optional training signals for the scene worlds, both off unless asked for
 
 - **grounding**: every word that names objects (count, size, colour and shape word) pays
   -log of the attention it puts on those objects' cells, as in Liu et al.'s "attention
-  correctness" supervision. Crowded scenes fail by *binding* (a colour read on one object, a
+  correctness" supervision (AAAI 2017). Crowded scenes fail by *binding* (a colour read on one object, a
   shape on its neighbour; docs/worlds.md); a map that stays on one object cannot mix them.
 - **steering**: for a share of captions one colour word is predicted a second time with the
   attention put evenly on another object of another colour, and must name *that* colour. The
-  LSTM remembers the object it was describing; this teaches the word to follow the look.
+  LSTM remembers the object it was describing; this teaches the word to follow the look, and
+  so makes it only as right as the look (docs/worlds.md measures what each costs).
 
 The evaluation's pointing and steering then measure what was taught on unseen scenes; the
 untaught measures of faithfulness are causal grounding and deletion (captioner.faithfulness).
