@@ -5,8 +5,9 @@ Two optional training signals for the scene worlds, both off unless asked for
 
 - **grounding**: every word that names objects (count, size, colour and shape word) pays
   -log of the attention it puts on those objects' cells, as in Liu et al.'s "attention
-  correctness" supervision (AAAI 2017). Crowded scenes fail by *binding* (a colour read on one object, a
-  shape on its neighbour; docs/worlds.md); a map that stays on one object cannot mix them.
+  correctness" supervision (AAAI 2017). Crowded scenes fail by *binding* (a colour read on one
+  object, a shape on its neighbour; docs/worlds.md); a map that stays on one object cannot mix
+  them.
 - **steering**: for a share of captions one colour word is predicted a second time with the
   attention put evenly on another object of another colour, and must name *that* colour. The
   LSTM remembers the object it was describing; this teaches the word to follow the look, and

@@ -366,7 +366,7 @@ def start_from(folder: str, config: CaptionerConfig) -> Captioner:
     are the ones this run's data and settings would build: fine-tuning a model on another
     vocabulary would silently mislabel every word."""
     try:
-        model = Captioner.from_pretrained(folder)
+        model = load_model(folder)
     except (OSError, ValueError) as e:
         raise SystemExit(f"--init-from {folder}: {e}") from e
     saved, wanted = asdict(model.config), asdict(config)

@@ -89,7 +89,7 @@ def test_grounding_loss_rewards_attention_on_the_named_objects_only():
 def test_draw_steering_picks_a_colour_word_and_a_named_object_of_another_colour(
         truth_and_vocab):
     truth, vocab, _ = truth_and_vocab
-    ids = [vocab.encode(c[0] if isinstance(c, list) else c, 40) for c in
+    ids = [vocab.encode(c, 40) for c in
            ("two small red circles to the left of a big blue square", "a big blue square")]
     captions = torch.zeros(2, 14, dtype=torch.long)
     for i, row in enumerate(ids):
@@ -140,9 +140,9 @@ def test_steered_logits_are_what_decoding_with_that_guide_says(make_model):
             assert probs[i, model.vocab.index[word]].item() == pytest.approx(prob, abs=1e-5)
 
 
-def _scenes_batch(vocab, count=24, seed=0):
-    """Two-object scenes (a red and a blue object, left and right or the other way round) as a
-    fixed batch: features that say where each colour is, captions, truth."""
+def _scenes_batch(count=24, seed=0):
+    """Two-object scenes (a red square on the left and a blue circle on the right, or the colours
+    the other way round) with their captions and objects, as a dataset split."""
     rng = np.random.default_rng(seed)
     split = []
     for _ in range(count):
@@ -175,7 +175,7 @@ def test_training_with_grounding_and_steering_moves_attention_and_words(make_mod
     for ground, steer in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
         model = make_model(seed=2, vocab=[*SPECIALS, *WORDS])
         vocab = model.vocab
-        split = _scenes_batch(vocab)
+        split = _scenes_batch()
         truth = scene_truth(split, vocab, 20, model.encoder.cell_centres(), 32)
         captions = torch.zeros(len(split), 14, dtype=torch.long)
         for i, caps in enumerate(split["captions"]):
