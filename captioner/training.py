@@ -108,6 +108,17 @@ def lr_lambda(warmup: int, total: int):
     return factor
 
 
+clock = time.monotonic  # what --time-limit measures (a test runs training on a fake clock)
+
+
+def epochs_that_fit(limit_s: float, elapsed_s: float, epochs_run: int, epoch: int,
+                    most: int) -> int:
+    """The last epoch a run with `limit_s` seconds can finish, judged by the mean time of the
+    `epochs_run` epochs it took `elapsed_s` seconds to run, ending with `epoch`."""
+    per_epoch = elapsed_s / max(1, epochs_run)
+    return min(most, epoch + int(max(0.0, limit_s - elapsed_s) // per_epoch))
+
+
 def selection_score(metrics: dict) -> float:
     """What "best epoch" means: BLEU-4, and on scenes also exact content and pointing."""
     if metrics.get("pointing") is not None:
@@ -228,6 +239,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         world=get_world(cfg.dataset).name if is_world(cfg.dataset) else ""))
     if cfg.init_from:
         model = start_from(cfg.init_from, model.config)
+        vocab = Vocabulary(model.config.vocab)  # the saved word ids keep their meaning
     elif cfg.pretrained_encoder:
         try:
             model.encoder.load_imagenet_weights(cfg.encoder)
@@ -301,8 +313,13 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
               epoch_pairs(captions["validation"], 0, cfg.seed, 0)), batch_size=cfg.batch_size)
 
     batches_run = 0  # in this process and this run: a resumed run does not redo epochs
+    last_epoch, began, epochs_run = cfg.epochs, clock(), 0
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            break
+        if epoch > last_epoch:
+            acc.print(f"--time-limit {cfg.time_limit:g}: stopping after epoch {epoch - 1}",
+                      flush=True)
             break
         started = time.time()
         acc.print(f"epoch {epoch} started", flush=True)
@@ -350,8 +367,17 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             save_checkpoint(checkpoint, model, optimizer, scheduler, state)
             write_log(out, state["history"])
             tqdm.write(json.dumps(row))
+            epochs_run += 1
+            if cfg.time_limit:  # the epochs that fit, and a schedule that ends with them
+                state["last_epoch"] = epochs_that_fit(cfg.time_limit * 60,
+                                                      clock() - began, epochs_run,
+                                                      epoch, cfg.epochs)
         acc.wait_for_everyone()
         state = broadcast_state(acc, state)
+        if cfg.time_limit and state["last_epoch"] != last_epoch:
+            last_epoch = state["last_epoch"]
+            scheduler.lr_lambdas = [lr_lambda(cfg.warmup_steps, steps_per_epoch * last_epoch)
+                                    for _ in scheduler.lr_lambdas]
 
     acc.print(f"trained {batches_run} batches in this run", flush=True)
     if acc.is_main_process:
@@ -362,18 +388,19 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
 
 
 def start_from(folder: str, config: CaptionerConfig) -> Captioner:
-    """The saved model in `folder`, refused (one line) unless its vocabulary and architecture
-    are the ones this run's data and settings would build: fine-tuning a model on another
-    vocabulary would silently mislabel every word."""
+    """The saved model in `folder`, with its own vocabulary (more data can order the words
+    differently; the saved ids must keep their meaning). Refused in one line if the saved
+    vocabulary lacks words of this run's captions, or the architecture differs."""
     try:
         model = load_model(folder)
     except (OSError, ValueError) as e:
         raise SystemExit(f"--init-from {folder}: {e}") from e
     saved, wanted = asdict(model.config), asdict(config)
-    if saved["vocab"] != wanted["vocab"]:
-        raise SystemExit(f"--init-from {folder}: its vocabulary ({len(saved['vocab'])} words) "
-                         f"is not the one built from this run's captions "
-                         f"({len(wanted['vocab'])} words)")
+    missing = [w for w in wanted["vocab"] if w not in set(saved["vocab"])]
+    if missing:
+        raise SystemExit(f"--init-from {folder}: its vocabulary lacks {len(missing)} word(s) of "
+                         f"this run's captions: {', '.join(missing[:8])}"
+                         f"{', ...' if len(missing) > 8 else ''}")
     differ = [k for k in wanted if k != "vocab" and saved[k] != wanted[k]]
     if differ:
         raise SystemExit(f"--init-from {folder}: " + ", ".join(

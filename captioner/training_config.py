@@ -63,6 +63,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "auto"
     patience: int = 5
+    time_limit: float = 0.0
     # evaluation and output
     beam_size: int = 3
     max_len: int = 20
@@ -125,6 +126,9 @@ HELP = {
     "gradient_accumulation_steps": "batches per optimiser step",
     "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
     "patience": "stop after N epochs without a better validation score (0: never)",
+    "time_limit": "minutes for the epochs, validation included (setup and the final test "
+                  "evaluation come on top): after each epoch the run plans as many more as "
+                  "fit, at most --epochs, and decays the learning rate over them (0: no limit)",
     "beam_size": "beam size of the example attention figure",
     "max_len": "longest caption decoded in evaluation",
     "meteor": "compute METEOR on the test split (starts Java; --no-meteor for quick runs)",

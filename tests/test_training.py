@@ -22,7 +22,8 @@ from captioner.decoding import caption_images
 from captioner.hub import load_model, push_folder
 from captioner.model import Captioner
 from captioner.scenes import generate_scenes
-from captioner.training import main
+from captioner import training
+from captioner.training import epochs_that_fit, main
 from captioner.visualize import upsample_attention
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,24 +285,59 @@ def test_resume_after_sigkill_matches_uninterrupted_run(scenes, tmp_path):
 
 def test_init_from_starts_from_saved_weights_and_refuses_a_mismatch(scenes, tmp_path):
     """--init-from loads the saved model as the run's start (with a zero learning rate the
-    result is bit-identical to it, where a fresh start of the same seed is not), and a model
-    of another architecture or vocabulary is refused in one line naming the difference."""
+    result is bit-identical to it, where a fresh start of the same seed is not) and keeps its
+    vocabulary, also when this run's captions build a smaller one. A model of another
+    architecture, or one lacking words of this run's captions, is refused in one line naming
+    the difference."""
     common = ["--dataset", str(scenes), "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
               *TINY]
     first = tmp_path / "first"
-    main([*common, "--output-dir", str(first)])
+    main([*common, "--output-dir", str(first), "--min-word-freq", "1"])
     for name, extra in (("again", ["--init-from", str(first)]), ("fresh", [])):
-        main([*common, "--output-dir", str(tmp_path / name), "--lr", "0", "--seed", "5",
-              *extra])
+        main([*common, "--output-dir", str(tmp_path / name), "--lr", "0",
+              "--min-word-freq", "20", *extra])
     digest = {name: weights_digest(load_file(tmp_path / name / "model.safetensors"))
               for name in ("first", "again", "fresh")}
     assert digest["again"] == digest["first"] != digest["fresh"]
+    config = {name: json.loads((tmp_path / name / "config.json").read_text())
+              for name in ("first", "again", "fresh")}
+    assert config["again"]["vocab"] == config["first"]["vocab"]
+    # ... and the run reads its captions with those ids: the same weights, the same loss
+    val_loss = {name: json.loads((tmp_path / name / "log.jsonl").read_text())["val_loss"]
+                for name in ("first", "again")}
+    assert val_loss["again"] == val_loss["first"]
+    assert len(config["fresh"]["vocab"]) < len(config["first"]["vocab"])  # 20 drops words
     with pytest.raises(SystemExit, match="hidden_dim is 32 there, 48 here"):
         main([*common, "--output-dir", str(tmp_path / "wider"), "--init-from", str(first),
               "--hidden-dim", "48"])
-    with pytest.raises(SystemExit, match=r"its vocabulary \(\d+ words\) is not the one"):
-        main([*common, "--output-dir", str(tmp_path / "fewer"), "--init-from", str(first),
-              "--min-word-freq", "100000"])
+    lacking = set(config["first"]["vocab"]) - set(config["fresh"]["vocab"])
+    with pytest.raises(SystemExit, match=r"its vocabulary lacks \d+ word\(s\) of this run's "
+                                         r"captions: (\w+)") as refused:
+        main([*common, "--output-dir", str(tmp_path / "more"), "--init-from",
+              str(tmp_path / "fresh"), "--min-word-freq", "1"])
+    assert refused.value.code.split(": ")[-1].split(", ")[0] in lacking
+
+
+def test_epochs_that_fit_judge_by_the_epochs_this_run_timed():
+    # resumed after epoch 1: epochs 2 and 3 took 130 s, so 65 s each; 470 s left -> 7 more
+    assert epochs_that_fit(600, 130, 2, 3, 50) == 10
+    assert epochs_that_fit(600, 130, 2, 3, 8) == 8  # never past --epochs
+    assert epochs_that_fit(600, 640, 2, 3, 50) == 3  # over time: this epoch is the last
+
+
+def test_time_limit_stops_in_time_with_the_learning_rate_decayed(scenes, tmp_path, monkeypatch,
+                                                                  capsys):
+    """With epochs of 60 s (a fake clock) and 2.5 minutes, a run capped at 6 epochs plans 2
+    after its first, stops there, and its schedule ends at zero with them."""
+    ticks = iter(range(0, 10_000, 60))
+    monkeypatch.setattr(training, "clock", lambda: next(ticks))
+    out = tmp_path / "limited"
+    main(["--dataset", str(scenes), "--epochs", "6", "--time-limit", "2.5", "--lr", "0.01",
+          "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), *TINY])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert log[0]["lr"] > 0.005 and log[1]["lr"] == 0.0
+    assert "--time-limit 2.5: stopping after epoch 2" in capsys.readouterr().out
 
 
 def test_grounding_needs_objects_and_says_so_before_encoding(scenes, tmp_path):
