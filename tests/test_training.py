@@ -22,7 +22,6 @@ from captioner.decoding import caption_images
 from captioner.hub import load_model, push_folder
 from captioner.model import Captioner
 from captioner.scenes import generate_scenes
-from captioner import training
 from captioner.training import epochs_that_fit, main
 from captioner.visualize import upsample_attention
 
