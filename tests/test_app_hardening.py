@@ -84,6 +84,9 @@ def test_twenty_concurrent_users_get_their_own_answers(tmp_path):
         assert explorer["attention"] == mine["attention"], f"user {i}: another image's maps"
         maps = np.asarray(api["attention"]).reshape(len(api["tokens"]), -1)
         drawn = np.stack([unpack_map(m) for m in mine["attention"]])
-        np.testing.assert_allclose(np.sqrt(drawn), np.sqrt(maps / maps.max(axis=1, keepdims=True)),
-                                   atol=1.5 / 255)  # the API's maps are rounded too
+        peaks = maps.max(axis=1, keepdims=True)
+        # both are rounded: the packed map to 1/255 in sqrt, the API's to 6 decimals, which
+        # the sqrt magnifies near zero in a diffuse map (peak 0.008: up to 2/255)
+        error = np.abs(np.sqrt(drawn) - np.sqrt(maps / peaks))
+        assert (error <= 1.5 / 255 + np.sqrt(0.5e-6 / peaks)).all(), f"user {i}"
     assert growth < 1024
