@@ -14,7 +14,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -387,10 +387,16 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     return out
 
 
+# Settings that change how attention is used, not the weights: a soft model can start a hard
+# run (its attention then proposes the cells that hard attention samples from).
+ATTENTION_SETTINGS = ("attention", "hard_readout")
+
+
 def start_from(folder: str, config: CaptionerConfig) -> Captioner:
     """The saved model in `folder`, with its own vocabulary (more data can order the words
-    differently; the saved ids must keep their meaning). Refused in one line if the saved
-    vocabulary lacks words of this run's captions, or the architecture differs."""
+    differently; the saved ids must keep their meaning) and, if asked, the other kind of
+    attention. Refused in one line if the saved vocabulary lacks words of this run's captions,
+    or the architecture differs."""
     try:
         model = load_model(folder)
     except (OSError, ValueError) as e:
@@ -401,11 +407,18 @@ def start_from(folder: str, config: CaptionerConfig) -> Captioner:
         raise SystemExit(f"--init-from {folder}: its vocabulary lacks {len(missing)} word(s) of "
                          f"this run's captions: {', '.join(missing[:8])}"
                          f"{', ...' if len(missing) > 8 else ''}")
-    differ = [k for k in wanted if k != "vocab" and saved[k] != wanted[k]]
+    differ = [k for k in wanted
+              if k not in ("vocab", *ATTENTION_SETTINGS) and saved[k] != wanted[k]]
     if differ:
         raise SystemExit(f"--init-from {folder}: " + ", ".join(
             f"{k} is {saved[k]!r} there, {wanted[k]!r} here" for k in differ))
-    return model
+    if all(saved[k] == wanted[k] for k in ATTENTION_SETTINGS):
+        return model
+    switched = Captioner(replace(model.config, **{k: wanted[k] for k in ATTENTION_SETTINGS}))
+    saved_weights = model.state_dict()  # all but a hard model's reward baseline (fresh: 0)
+    switched.load_state_dict({k: saved_weights.get(k, v)
+                              for k, v in switched.state_dict().items()})
+    return switched
 
 
 def broadcast_state(acc: Accelerator, state: dict) -> dict:

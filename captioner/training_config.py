@@ -135,8 +135,9 @@ HELP = {
     "seed": "seed of the initialisation, the data order and carved-out splits",
     "resume": "continue from OUTPUT_DIR/checkpoint.safetensors",
     "init_from": "start from the weights of this saved model folder (e.g. weights), with a "
-                 "new optimiser and schedule; its vocabulary and architecture must match the "
-                 "run's (default: fresh weights)",
+                 "new optimiser and schedule; its vocabulary is kept (it must hold every word "
+                 "of the run's captions) and its architecture must match the run's, except "
+                 "soft or hard attention (default: fresh weights)",
     "push_to_hub": "upload the output folder to this Hub repo id (token: HF_TOKEN or login; "
                    "default: no upload)",
     "project_url": "link to the project's code in the model card (default: no link)",

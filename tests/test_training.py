@@ -317,6 +317,22 @@ def test_init_from_starts_from_saved_weights_and_refuses_a_mismatch(scenes, tmp_
     assert refused.value.code.split(": ")[-1].split(", ")[0] in lacking
 
 
+def test_a_soft_model_starts_a_hard_run_with_its_own_weights(scenes, tmp_path):
+    """--init-from a soft model with --attention hard: the hard run starts from the soft
+    weights (at lr 0 they come out unchanged; only the hard model's reward baseline is new),
+    and the saved model is a hard one."""
+    common = ["--dataset", str(scenes), "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+              *TINY]
+    main([*common, "--output-dir", str(tmp_path / "soft")])
+    main([*common, "--output-dir", str(tmp_path / "hard"), "--attention", "hard", "--lr", "0",
+          "--init-from", str(tmp_path / "soft")])
+    soft = load_file(tmp_path / "soft" / "model.safetensors")
+    hard = load_file(tmp_path / "hard" / "model.safetensors")
+    assert set(hard) - set(soft) == {"reward_baseline"}
+    assert weights_digest(soft) == weights_digest({k: hard[k] for k in soft})
+    assert json.loads((tmp_path / "hard" / "config.json").read_text())["attention"] == "hard"
+
+
 def test_epochs_that_fit_judge_by_the_epochs_this_run_timed():
     # resumed after epoch 1: epochs 2 and 3 took 130 s, so 65 s each; 470 s left -> 7 more
     assert epochs_that_fit(600, 130, 2, 3, 50) == 10
