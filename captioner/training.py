@@ -368,13 +368,14 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             write_log(out, state["history"])
             tqdm.write(json.dumps(row))
             epochs_run += 1
-            if cfg.time_limit:  # the epochs that fit, and a schedule that ends with them
+            if cfg.time_limit and epoch < last_epoch:  # the epochs that fit, and a schedule
+                # that ends with them; once it has ended, it stays ended
                 state["last_epoch"] = epochs_that_fit(cfg.time_limit * 60,
                                                       clock() - began, epochs_run,
                                                       epoch, cfg.epochs)
         acc.wait_for_everyone()
         state = broadcast_state(acc, state)
-        if cfg.time_limit and state["last_epoch"] != last_epoch:
+        if cfg.time_limit and state.get("last_epoch", last_epoch) != last_epoch:
             last_epoch = state["last_epoch"]
             scheduler.lr_lambdas = [lr_lambda(cfg.warmup_steps, steps_per_epoch * last_epoch)
                                     for _ in scheduler.lr_lambdas]

@@ -354,6 +354,15 @@ def test_time_limit_stops_in_time_with_the_learning_rate_decayed(scenes, tmp_pat
     assert log[0]["lr"] > 0.005 and log[1]["lr"] == 0.0
     assert "--time-limit 2.5: stopping after epoch 2" in capsys.readouterr().out
 
+    # a faster second epoch (60 s, then 10 s) would fit more, but the decay has ended: stop
+    ticks = iter([0, 60, 70, 80, 90, 100, 110])
+    main(["--dataset", str(scenes), "--epochs", "6", "--time-limit", "2.5", "--lr", "0.01",
+          "--output-dir", str(tmp_path / "faster"), "--cache-dir", str(tmp_path / "cache"),
+          *TINY])
+    log = [json.loads(line) for line in (tmp_path / "faster" / "log.jsonl").read_text()
+           .splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2] and log[1]["lr"] == 0.0
+
 
 def test_grounding_needs_objects_and_says_so_before_encoding(scenes, tmp_path):
     """A caption folder without object boxes cannot ground attention: one line, before any
