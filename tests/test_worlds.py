@@ -22,7 +22,7 @@ from captioner.evaluation import held_out_named, pointing_words
 from captioner.familiarity import familiarity, looks_like_scene
 from captioner.hub import BUNDLED_WEIGHTS, load_model, read_config
 from captioner.lab import LabScene, compose, lab_options, new_scene
-from captioner.model import WeightsError
+from captioner.model import Captioner, WeightsError
 from captioner.scenes import (
     SceneObject,
     caption_correctness,
@@ -41,6 +41,8 @@ from captioner.scenes import (
 from captioner.scenes.objects import shape_mask
 from captioner.scenes.worlds import V1, V2
 from captioner.vocab import SPECIALS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # sha256 over images, captions and objects of 70 scenes-v1 scenes and one hand-made lab scene
 # (see _v1_digest), computed with captioner/scenes.py as it was before the split (commit
@@ -367,6 +369,12 @@ def test_evaluate_uses_the_models_world_and_reports_held_out_pairs(v2_model, tmp
     assert code == 0 and results["world"] == "scenes-v1" and "compositional" not in results
 
 
+def scenes_v1_model() -> Captioner:
+    """A model configured as the scenes-v1 hard model bundled before (64 px, scenes-v1 words, a
+    config from before the world field); the lab and the familiarity check read only that."""
+    return Captioner(read_config(ROOT / "benchmarks" / "results" / "hard-scenes-v1"))
+
+
 def test_lab_draws_from_the_models_world(v2_model):
     scene = new_scene(v2_model, 3)
     assert scene.image.size == (96, 96)
@@ -379,7 +387,7 @@ def test_lab_draws_from_the_models_world(v2_model):
              {"shape": "hexagon", "color": "pink", "size": "small", "position": (0.5, 0.7)}]
     made = compose(v2_model, specs)
     assert made.references[0] == "two tiny cyan stars and a small pink hexagon"
-    bundled = load_model(BUNDLED_WEIGHTS / "hard")  # the bundled scenes-v1 model, 64 px
+    bundled = scenes_v1_model()  # 64 px
     assert lab_options(bundled)["max_objects"] == 3
     with pytest.raises(ValueError, match="unknown shape 'star'"):
         compose(bundled, specs)
@@ -400,7 +408,7 @@ def test_familiarity_follows_the_models_world(v2_model):
     background = v2.draw_background(np.random.default_rng(1), 128)
     image = v2.draw_scene(v2.objects_from_specs(specs, 128), background).image
     assert familiarity(image, v2_model).familiar  # pink is a scenes-v2 colour ...
-    v1_model = load_model(BUNDLED_WEIGHTS / "hard")  # the bundled scenes-v1 model
+    v1_model = scenes_v1_model()
     assert not familiarity(image, v1_model).familiar  # ... not scenes-v1's
     assert familiarity(image, load_model(BUNDLED_WEIGHTS)).familiar  # the scenes-v2 one's
     photo = Image.open("examples/photo-grace-hopper.jpg")
