@@ -15,12 +15,11 @@ train on the first 70 % of scenes and are scored on the rest. Writes results/cel
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 import torch
-from common import RESULTS, ROOT, machine
+from common import ROOT, machine, repo_path, write_results
 
 sys.path.insert(0, str(ROOT))
 
@@ -97,7 +96,7 @@ def main() -> None:
     rows, x = objects_and_features(model, world, args.scenes, args.seed)
     train = np.array([r["scene"] < 0.7 * args.scenes for r in rows])
     test_rows = [r for r, t in zip(rows, train) if not t]
-    results = {"weights": args.weights, "scenes": args.scenes, "seed": args.seed,
+    results = {"weights": repo_path(args.weights), "scenes": args.scenes, "seed": args.seed,
                "objects": len(rows), "machine": machine(), "bins": {}}
     predicted = {}
     for attr, values in (("shape", list(world.shapes)), ("color", list(world.colors))):
@@ -127,8 +126,7 @@ def main() -> None:
         print(f"{label:>20} | {row['objects']:>7} | {pct(row['shape_right']):>11} | "
               f"{pct(row['shape_wrong_borrowed']):>21} | {pct(row['color_right']):>12} | "
               f"{pct(row['color_wrong_borrowed']):>22}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cell_probe.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("cell_probe", results)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,13 @@ def without_machine_paths(command: str) -> str:
                     for word in command.split())
 
 
+def repo_path(path: str | Path) -> str:
+    """A model folder as results record it: repository-relative, else its name (results are
+    committed, so never a machine path)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else resolved.name)
+
+
 def machine() -> dict:
     import numpy as np
     import torch

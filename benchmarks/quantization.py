@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from common import RESULTS, ROOT, machine
+from common import RESULTS, ROOT, machine, repo_path
 
 sys.path.insert(0, str(ROOT))
 
@@ -43,9 +42,7 @@ def main() -> None:
     source = generate_scenes(ROOT / "data" / f"scenes-eval-64px-seed{args.seed}", num_train=1,
                              num_validation=1, num_test=args.num_scenes, seed=args.seed)
     test = load_caption_dataset(str(source))["test"]
-    shown = Path(args.weights).resolve()  # recorded repository-relative, never a machine path
-    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown.name
-    results = {"machine": machine(), "weights": str(shown), "seed": args.seed,
+    results = {"machine": machine(), "weights": repo_path(args.weights), "seed": args.seed,
                "images": len(test), "beam_size": args.beam_size}
     for name in ("fp32", "int8"):
         model = load_model(args.weights, quantize=None if name == "fp32" else name)

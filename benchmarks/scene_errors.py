@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from common import RESULTS, ROOT, machine
+from common import RESULTS, ROOT, machine, repo_path
 
 sys.path.insert(0, str(ROOT))
 
@@ -72,11 +72,9 @@ def main() -> None:
         for attribute in ATTRIBUTES:  # weighted by this scene's mistakes of that attribute
             n = found[attribute] + found[f"{attribute} borrowed"]
             chance[attribute] += [rates[attribute]] * n
-    shown = Path(args.weights).resolve()  # recorded repository-relative, never a machine path
-    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown.name
     results = {
-        "machine": machine(), "weights": str(shown), "world": world.name, "seed": args.seed,
-        "images": len(test), "beam_size": args.beam_size,
+        "machine": machine(), "weights": repo_path(args.weights), "world": world.name,
+        "seed": args.seed, "images": len(test), "beam_size": args.beam_size,
         "wrong_by_objects": {n: {"wrong": wrong[n], "scenes": scenes[n]} for n in sorted(scenes)},
         "mistakes": dict(mistakes.most_common()),
         "borrowed_if_random": {a: round(sum(v) / len(v), 3) if v else None
