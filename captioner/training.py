@@ -115,7 +115,7 @@ def epochs_that_fit(limit_s: float, elapsed_s: float, epochs_run: int, epoch: in
                     most: int) -> int:
     """The last epoch a run with `limit_s` seconds can finish, judged by the mean time of the
     `epochs_run` epochs it took `elapsed_s` seconds to run, ending with `epoch`."""
-    per_epoch = elapsed_s / max(1, epochs_run)
+    per_epoch = max(elapsed_s / max(1, epochs_run), 1e-9)
     return min(most, epoch + int(max(0.0, limit_s - elapsed_s) // per_epoch))
 
 
@@ -403,7 +403,8 @@ def start_from(folder: str, config: CaptionerConfig) -> Captioner:
     except (OSError, ValueError) as e:
         raise SystemExit(f"--init-from {folder}: {e}") from e
     saved, wanted = asdict(model.config), asdict(config)
-    missing = [w for w in wanted["vocab"] if w not in set(saved["vocab"])]
+    known = set(saved["vocab"])
+    missing = [w for w in wanted["vocab"] if w not in known]
     if missing:
         raise SystemExit(f"--init-from {folder}: its vocabulary lacks {len(missing)} word(s) of "
                          f"this run's captions: {', '.join(missing[:8])}"
