@@ -12,6 +12,11 @@ Two optional training signals for the scene worlds, both off unless asked for
   attention put evenly on another object of another colour, and must name *that* colour. The
   LSTM remembers the object it was describing; this teaches the word to follow the look, and
   so makes it only as right as the look (docs/worlds.md measures what each costs).
+- **cell words** (`--cell-words`): the look must be worth following. Every named object's
+  cells, read alone as the attended context (the mean feature of its box, what a steered look
+  reads) with an empty memory, must make the word classifier say the object's size, colour and
+  shape word. A cell that also sees its neighbour (`benchmarks/cell_probe.py`) pays for it, so
+  the encoder learns to keep objects apart in its features.
 
 The evaluation's pointing and steering then measure what was taught on unseen scenes; the
 untaught measures of faithfulness are causal grounding and deletion (captioner.faithfulness).
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from captioner.decoding import box_map
-from captioner.scenes.captions import match_groups, parse_caption
+from captioner.scenes.captions import ALL_COLORS, ALL_SHAPES, ALL_SIZES, match_groups, parse_caption
 from captioner.scenes.objects import as_object
 from captioner.vocab import Vocabulary, tokenize
 
@@ -36,15 +41,26 @@ class SceneTruth:
     """What the loss needs to know about a split's scenes, as arrays indexed like the cache.
 
     `cells` (images, objects, P): the grid cells of each object's box (as `box_map` draws it);
-    `colours` (images, objects): the vocabulary id of each object's colour word, -1 for none;
+    `attributes` (images, objects, 3): the vocabulary ids of each object's size, colour and
+    shape word (in `ATTRIBUTES` order), -1 for none or a word the vocabulary lacks;
     `named` (images, objects): whether captions name it (mostly visible);
     `words` (images, captions, max_len + 2): for each caption id, a bit set of the objects
     the word names (bit k: object k), 0 for words that name none."""
 
     cells: np.ndarray
-    colours: np.ndarray
+    attributes: np.ndarray
     named: np.ndarray
     words: np.ndarray
+
+    @property
+    def colours(self) -> np.ndarray:
+        return self.attributes[..., COLOUR]
+
+
+# The kinds of word `SceneTruth.attributes` holds, in order; each is told apart only from the
+# words of its own kind by `cell_words_loss`.
+ATTRIBUTES = (ALL_SIZES, tuple(ALL_COLORS), ALL_SHAPES)
+COLOUR = 1
 
 
 def word_objects(caption: str, objects, max_len: int) -> list[int]:
@@ -66,8 +82,8 @@ def scene_truth(split, vocab: Vocabulary, max_len: int, centres: np.ndarray,
                 image_size: int) -> SceneTruth:
     """`SceneTruth` of a split with an ``objects`` column (the scene worlds)."""
     if "objects" not in split.column_names:
-        raise ValueError("--ground-attention and --steer-words need each image's objects (an "
-                         "'objects' column with boxes): train on a scene world, e.g. "
+        raise ValueError("--ground-attention, --steer-words and --cell-words need each image's "
+                         "objects (an 'objects' column with boxes): train on a scene world, e.g. "
                          "--dataset scenes-v2")
     scenes = [[as_object(o) for o in objs] for objs in split["objects"]]
     captions = split["captions"]
@@ -76,18 +92,18 @@ def scene_truth(split, vocab: Vocabulary, max_len: int, centres: np.ndarray,
         raise ValueError(f"a scene has {most} objects; grounding handles at most 31")
     per_image = max(len(c) for c in captions)
     cells = np.zeros((len(scenes), most, len(centres) ** 2), dtype=bool)
-    colours = np.full((len(scenes), most), -1, dtype=np.int64)
+    attributes = np.full((len(scenes), most, len(ATTRIBUTES)), -1, dtype=np.int64)
     named = np.zeros((len(scenes), most), dtype=bool)
     words = np.zeros((len(scenes), per_image, max_len + 2), dtype=np.int32)
     for i, (objs, caps) in enumerate(zip(scenes, captions)):
         for k, o in enumerate(objs):
             cells[i, k] = box_map(centres, [v / image_size for v in o.box]).ravel() > 0
-            colours[i, k] = vocab.index.get(o.color, -1)
+            attributes[i, k] = [vocab.index.get(w, -1) for w in (o.size, o.color, o.shape)]
             named[i, k] = o.named
         for j, caption in enumerate(caps):
             bits = word_objects(caption, objs, max_len)
             words[i, j, : len(bits)] = bits
-    return SceneTruth(cells, colours, named, words)
+    return SceneTruth(cells, attributes, named, words)
 
 
 def named_objects(bits: torch.Tensor, objects: int) -> torch.Tensor:
@@ -156,3 +172,37 @@ def steering_loss(model, features, captions, bits, colours, named, cells, share:
     logits = steered_logits(model, features[chosen], captions[chosen], position[chosen],
                             maps[chosen])
     return F.cross_entropy(logits.float(), target[chosen])
+
+
+def attribute_ids(vocab: Vocabulary) -> list[torch.Tensor]:
+    """For each kind of `ATTRIBUTES`: the vocabulary ids of its words the vocabulary has."""
+    return [torch.tensor([vocab.index[w] for w in kind if w in vocab.index])
+            for kind in ATTRIBUTES]
+
+
+def cell_words_loss(model, features: torch.Tensor, cells: torch.Tensor,
+                    attributes: torch.Tensor, named: torch.Tensor,
+                    kinds: list[torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of each named object's size, colour and shape word, each told apart
+    from the other words of its kind only, as the word classifier says them reading the
+    object's cells alone: the mean feature of its box as the context, and zeros for the LSTM
+    state. `features` (B, P, D), `cells` (B, O, P), `attributes` (B, O, 3), `named` (B, O);
+    `kinds` from `attribute_ids`."""
+    maps = cells.float()
+    looks = (maps / maps.sum(dim=2, keepdim=True).clamp_min(1)) @ features.float()  # (B, O, D)
+    keep = named & cells.any(dim=2)
+    if not keep.any():
+        return features.new_zeros(())
+    looks, targets = looks[keep], attributes[keep]
+    memory = looks.new_zeros(len(looks), model.classifier.in_features - looks.shape[1])
+    logits = model.classifier(model.dropout(torch.cat([memory, looks], dim=1))).float()
+    total, terms = logits.new_zeros(()), 0
+    for k, ids in enumerate(kinds):
+        ids = ids.to(logits.device)
+        match = targets[:, k:k + 1] == ids  # (N, words of this kind)
+        has = match.any(dim=1)
+        if has.any():
+            total = total + F.cross_entropy(logits[has][:, ids], match[has].float().argmax(dim=1),
+                                            reduction="sum")
+            terms += int(has.sum())
+    return total / max(terms, 1)

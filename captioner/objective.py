@@ -8,7 +8,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from captioner.grounding import SceneTruth, grounding_loss, steering_loss
+from captioner.grounding import (
+    COLOUR,
+    SceneTruth,
+    attribute_ids,
+    cell_words_loss,
+    grounding_loss,
+    steering_loss,
+)
 from captioner.model import Captioner
 from captioner.preprocess import normalise
 
@@ -17,14 +24,15 @@ class Objective(nn.Module):
     """Loss of a batch, as one module so DDP sees a single forward pass.
 
     Inputs are cached encoder features, or uint8 pixels when the encoder is trained too. With
-    scene truth (`Pairs(..., truth=...)`), the grounding and steering losses of
-    captioner.grounding are added with weights `ground` and share `steer`."""
+    scene truth (`Pairs(..., truth=...)`), the grounding, steering and cell-word losses of
+    captioner.grounding are added with weight `ground`, share `steer` and weight `cell_words`."""
 
     def __init__(self, model: Captioner, penalty: float, pixels: bool, ground: float = 0.0,
-                 steer: float = 0.0):
+                 steer: float = 0.0, cell_words: float = 0.0):
         super().__init__()
         self.model, self.penalty, self.pixels = model, penalty, pixels
-        self.ground, self.steer = ground, steer
+        self.ground, self.steer, self.cell_words = ground, steer, cell_words
+        self.kinds = attribute_ids(model.vocab)
 
     def forward(self, inputs, captions, *truth):
         # Captions are padded to max_caption_len; decoding past the batch's longest is waste.
@@ -37,21 +45,24 @@ class Objective(nn.Module):
             features = inputs.float()
         if not truth:
             return self.model.loss(features, captions, self.penalty)
-        cells, colours, named, bits = truth
+        cells, attributes, named, bits = truth
         bits = bits[:, :longest]
         total, ce, alphas = self.model.loss(features, captions, self.penalty,
                                             return_alphas=True)
         if self.ground:
             total = total + self.ground * grounding_loss(alphas, bits[:, 1:], cells)
         if self.steer:
-            total = total + steering_loss(self.model, features, captions, bits, colours, named,
-                                          cells, self.steer)
+            total = total + steering_loss(self.model, features, captions, bits,
+                                          attributes[..., COLOUR], named, cells, self.steer)
+        if self.cell_words:
+            total = total + self.cell_words * cell_words_loss(self.model, features, cells,
+                                                              attributes, named, self.kinds)
         return total, ce
 
 
 class Pairs(torch.utils.data.Dataset):
     """(image input, caption ids) pairs read from the memory-mapped cache, with the scene's
-    `SceneTruth` rows (object cells, colours, named, the caption's word objects) if given."""
+    `SceneTruth` rows (object cells, attributes, named, the caption's word objects) if given."""
 
     def __init__(self, inputs: np.ndarray, captions: np.ndarray, pairs: np.ndarray,
                  truth: SceneTruth | None = None):
@@ -67,6 +78,6 @@ class Pairs(torch.utils.data.Dataset):
         if self.truth is None:
             return item
         t = self.truth
-        return item + (torch.from_numpy(t.cells[image]), torch.from_numpy(t.colours[image]),
+        return item + (torch.from_numpy(t.cells[image]), torch.from_numpy(t.attributes[image]),
                        torch.from_numpy(t.named[image]),
                        torch.from_numpy(t.words[image, caption].astype(np.int64)))

@@ -268,7 +268,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
               "validation": dataset["validation"].select(
                   range(min(cfg.max_eval_images, len(dataset["validation"]))))}
     truth = None  # scene ground truth for grounding/steering, checked before encoding
-    if cfg.ground_attention or cfg.steer_words:
+    if cfg.ground_attention or cfg.steer_words or cfg.cell_words:
         try:
             truth = scene_truth(splits["train"], vocab, cfg.max_caption_len,
                                 model.encoder.cell_centres(), mcfg.image_size)
@@ -283,7 +283,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     captions = {n: encode_captions(s, vocab, cfg.max_caption_len) for n, s in splits.items()}
 
     objective = Objective(model, cfg.attention_penalty, pixels=cfg.fine_tune_encoder,
-                          ground=cfg.ground_attention, steer=cfg.steer_words)
+                          ground=cfg.ground_attention, steer=cfg.steer_words,
+                          cell_words=cfg.cell_words)
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
                "lr": cfg.lr}]
     if cfg.fine_tune_encoder:

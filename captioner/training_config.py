@@ -60,6 +60,7 @@ class TrainConfig:
     attention_penalty: float = 1.0
     ground_attention: float = 0.0
     steer_words: float = 0.0
+    cell_words: float = 0.0
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "auto"
     patience: int = 5
@@ -123,6 +124,8 @@ HELP = {
                         "attention on that object's cells (0: off; captioner/grounding.py)",
     "steer_words": "scene worlds: share of captions in which a colour word is also trained "
                    "looking at another object, to say that object's colour (0: off)",
+    "cell_words": "scene worlds: weight of the loss that makes each object's cells, read "
+                  "alone, say its size, colour and shape word (0: off)",
     "gradient_accumulation_steps": "batches per optimiser step",
     "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
     "patience": "stop after N epochs without a better validation score (0: never)",

@@ -9,6 +9,8 @@ from datasets import Dataset
 
 from captioner.decoding import Guide, box_map, decode
 from captioner.grounding import (
+    attribute_ids,
+    cell_words_loss,
     draw_steering,
     grounding_loss,
     named_objects,
@@ -23,7 +25,7 @@ from captioner.vocab import SPECIALS, Vocabulary
 SQUARE = {"shape": "square", "color": "blue", "size": "big", "box": [12, 0, 32, 6]}
 CIRCLE_1 = {"shape": "circle", "color": "red", "size": "small", "box": [0, 20, 8, 32]}
 CIRCLE_2 = {"shape": "circle", "color": "red", "size": "small", "box": [10, 20, 18, 32]}
-HIDDEN_GREEN = {"shape": "square", "color": "green", "size": "small", "box": [0, 0, 8, 8],
+HIDDEN_GREEN = {"shape": "hexagon", "color": "green", "size": "small", "box": [0, 0, 8, 8],
                 "visible": 0.1}
 WORDS = ["a", "two", "small", "big", "red", "blue", "green", "circles", "circle", "square",
          "to", "the", "left", "of", "above"]
@@ -64,6 +66,11 @@ def test_scene_truth_cells_follow_x_and_y_and_colours_and_visibility(truth_and_v
         truth.cells[0, 1].reshape(4, 4), box_map(centres, [0, 20 / 32, 8 / 32, 1]) > 0)
     assert truth.colours[0].tolist() == [vocab.index[c] for c in ("blue", "red", "red",
                                                                    "green")]
+    # size, colour and shape word of each object, in that order; "hexagon" is not a word here
+    assert truth.attributes[0, 0].tolist() == [vocab.index[w] for w in ("big", "blue", "square")]
+    assert truth.attributes[0, 1].tolist() == [vocab.index[w] for w in ("small", "red", "circle")]
+    assert truth.attributes[0, 3].tolist() == [vocab.index["small"], vocab.index["green"], -1]
+    assert truth.attributes[1, 2:].tolist() == [[-1] * 3] * 2
     assert truth.named[0].tolist() == [True, True, True, False]
     assert truth.colours[1, 2:].tolist() == [-1, -1] and not truth.named[1, 2:].any()
     assert truth.words[1, 0, :6].tolist() == [0, 0, 1, 1, 1, 0]
@@ -101,7 +108,7 @@ def test_draw_steering_picks_a_colour_word_and_a_named_object_of_another_colour(
     for seed in range(40):
         torch.manual_seed(seed)
         position, maps, target = draw_steering(captions, bits, colours, named, cells, 1.0)
-        # scene 2's only other colour is the hidden green square: no trial there
+        # scene 2's only other colour is the hidden green hexagon: no trial there
         assert position[1] == -1
         word = vocab.words[captions[0, position[0]]]
         assert word in ("red", "blue")
@@ -159,6 +166,18 @@ def _scenes_batch(count=24, seed=0):
     return Dataset.from_list(split)
 
 
+def _cells_say_colours(model, features, cells, colours):
+    """How often an object's cells, read alone with an empty memory, name its colour first
+    among the colour words (what `cell_words_loss` teaches)."""
+    maps = cells.float() / cells.float().sum(dim=2, keepdim=True).clamp_min(1)
+    looks = (maps @ features).flatten(0, 1)
+    memory = looks.new_zeros(len(looks), model.config.hidden_dim)
+    with torch.no_grad():
+        logits = model.classifier(torch.cat([memory, looks], dim=1))
+    ids = torch.tensor([model.vocab.index[c] for c in ("red", "blue", "green")])
+    return (ids[logits[:, ids].argmax(dim=1)] == colours.flatten()).float().mean().item()
+
+
 def _attention_on_named(model, features, captions, bits, cells):
     with torch.no_grad():
         _, alphas = model(features, captions)
@@ -170,9 +189,11 @@ def _attention_on_named(model, features, captions, bits, cells):
 def test_training_with_grounding_and_steering_moves_attention_and_words(make_model):
     """Trained on a fixed batch, grounding puts most attention on the named object (from about
     the objects' share of the image), and either grounding or steering makes a colour word say
-    the colour of the object it is made to look at (plain training mostly says the other)."""
+    the colour of the object it is made to look at (plain training mostly says the other);
+    cell words make an object's cells alone name its colour."""
     results = {}
-    for ground, steer in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+    for ground, steer, cell in ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0),
+                                (0.0, 0.0, 1.0)):
         model = make_model(seed=2, vocab=[*SPECIALS, *WORDS])
         vocab = model.vocab
         split = _scenes_batch()
@@ -182,8 +203,9 @@ def test_training_with_grounding_and_steering_moves_attention_and_words(make_mod
             ids = vocab.encode(caps[0], 20)
             captions[i, :len(ids)] = torch.tensor(ids)
         bits = torch.from_numpy(truth.words[:, 0, :14].astype(np.int64))
-        cells, colours, named = (torch.from_numpy(a) for a in (truth.cells, truth.colours,
-                                                                truth.named))
+        cells, attributes, named = (torch.from_numpy(a) for a in (truth.cells, truth.attributes,
+                                                                   truth.named))
+        colours = attributes[..., 1]
         torch.manual_seed(0)
         images = torch.zeros(len(split), 3, 32, 32)
         for i, objs in enumerate(split["objects"]):  # red paints channel 0, blue channel 2
@@ -193,10 +215,11 @@ def test_training_with_grounding_and_steering_moves_attention_and_words(make_mod
         features = model.encode(images).detach()
         before = _attention_on_named(model, features, captions, bits, cells)
         model.train()
-        objective = Objective(model, penalty=0.0, pixels=False, ground=ground, steer=steer)
+        objective = Objective(model, penalty=0.0, pixels=False, ground=ground, steer=steer,
+                              cell_words=cell)
         optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
         for _ in range(150):
-            loss, _ = objective(features, captions, cells, colours, named, bits)
+            loss, _ = objective(features, captions, cells, attributes, named, bits)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -210,11 +233,16 @@ def test_training_with_grounding_and_steering_moves_attention_and_words(make_mod
         with torch.no_grad():
             said = steered_logits(model, features, captions, position, maps).argmax(dim=1)
         followed = (said == colours[torch.arange(len(split)), other]).float().mean().item()
-        results[ground, steer] = (before, after, followed)
-    plain, grounded, steered = results[0, 0], results[1, 0], results[0, 1]
+        results[ground, steer, cell] = (before, after, followed,
+                                        _cells_say_colours(model, features, cells, colours))
+    plain, grounded, steered = results[0, 0, 0], results[1, 0, 0], results[0, 1, 0]
+    named_cells = results[0, 0, 1]
     assert grounded[1] > 0.8 > plain[1] and grounded[1] > grounded[0] + 0.3, results
     # a word that reads the named object alone says what is there; so does a taught one
     assert grounded[2] >= 0.9 and steered[2] >= 0.9 and plain[2] <= 0.5, results
+    # cell words make every object's cells, read alone, name its colour (plain: a coin toss);
+    # they do not by themselves make the caption's word follow a forced look
+    assert named_cells[3] >= 0.95 and plain[3] <= 0.6 and named_cells[2] <= 0.6, results
 
 
 def test_objective_grounds_the_word_each_step_predicts(make_model):
@@ -229,15 +257,52 @@ def test_objective_grounds_the_word_each_step_predicts(make_model):
     bits = torch.tensor([word_objects(text, objects, 20)])
     cells = torch.zeros(1, 2, 16, dtype=torch.bool)
     cells[0, 0, 12] = cells[0, 1, 3] = True  # bottom left, top right
-    colours = torch.tensor([[vocab.index["blue"], vocab.index["red"]]])
+    attributes = torch.tensor([[[vocab.index[w] for w in ("small", "blue", "circle")],
+                                [vocab.index[w] for w in ("small", "red", "square")]]])
     named = torch.ones(1, 2, dtype=torch.bool)
     torch.manual_seed(0)
     features = model.encode(torch.randn(1, 3, 32, 32))
     plain = Objective(model, penalty=0.0, pixels=False)(features, captions)[0]
     grounded = Objective(model, penalty=0.0, pixels=False, ground=2.0)(
-        features, captions, cells, colours, named, bits)[0]
+        features, captions, cells, attributes, named, bits)[0]
     _, alphas = model(features, captions)
     # ids 2-4 ("small red square") name object 1, ids 10-12 ("small blue circle") object 0
     said = [alphas[0, t, 3] for t in (1, 2, 3)] + [alphas[0, t, 12] for t in (9, 10, 11)]
     expected = -torch.stack(said).log().mean()
     assert (grounded - plain).item() == pytest.approx(2.0 * expected.item(), rel=1e-4)
+
+
+def test_cell_words_loss_reads_each_object_s_own_cells_with_an_empty_memory(make_model):
+    """The loss reads the mean feature of each named object's cells through the word classifier
+    with a zero LSTM state, and scores its size, colour and shape word among their own kinds."""
+    model = make_model(seed=5, vocab=[*SPECIALS, *WORDS])
+    vocab, hidden = model.vocab, model.config.hidden_dim
+    marks = ["small", "big", "red", "blue", "green", "circle", "square"]  # one feature each
+    features = torch.zeros(1, 16, model.classifier.in_features - hidden)
+    for cell, words in ((3, ("big", "blue", "square")), (12, ("small", "red", "circle")),
+                        (7, ("big", "green", "square"))):
+        for w in words:
+            features[0, cell, marks.index(w)] = 1.0
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        for d, w in enumerate(marks):
+            model.classifier.weight[vocab.index[w], hidden + d] = 20.0
+        model.classifier.weight[vocab.index["red"], :hidden] = 100.0  # what a memory would say
+        model.classifier.weight[vocab.index["left"], hidden:] = 50.0  # a word of no kind
+    cells = torch.zeros(1, 3, 16, dtype=torch.bool)
+    cells[0, 0, 3] = cells[0, 1, 12] = True  # object 0: the big blue square, 1: small red circle
+    cells[0, 2, 12] = True  # object 2 covers object 1's cell but is not named: never counts
+    ids = lambda *ws: [vocab.index[w] for w in ws]  # noqa: E731
+    attributes = torch.tensor([[ids("big", "blue", "square"), ids("small", "red", "circle"),
+                                ids("small", "blue", "circle")]])
+    named = torch.tensor([[True, True, False]])
+    kinds = attribute_ids(vocab)
+    assert [len(k) for k in kinds] == [2, 3, 2]  # no "tiny", "hexagon", ... in this vocabulary
+    loss = lambda c: cell_words_loss(model, features, c, attributes, named, kinds).item()  # noqa: E731
+    assert loss(cells) == pytest.approx(0, abs=1e-3)
+    assert loss(cells[:, [1, 0, 2]]) > 10  # each object read at the other's cells
+    # a box over cells 3 and 7 reads their mean: blue and green tie, size and shape agree
+    wide = cells.clone()
+    wide[0, 0, 7] = True
+    assert loss(wide) == pytest.approx(np.log(2) / 6, abs=1e-3)  # 1 of 6 terms is log 2

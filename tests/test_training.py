@@ -364,13 +364,15 @@ def test_time_limit_stops_in_time_with_the_learning_rate_decayed(scenes, tmp_pat
     assert [row["epoch"] for row in log] == [1, 2] and log[1]["lr"] == 0.0
 
 
-def test_grounding_needs_objects_and_says_so_before_encoding(scenes, tmp_path):
-    """A caption folder without object boxes cannot ground attention: one line, before any
-    image is encoded (no feature cache written)."""
+@pytest.mark.parametrize("flag", ["--ground-attention", "--steer-words", "--cell-words"])
+def test_grounding_needs_objects_and_says_so_before_encoding(scenes, tmp_path, flag):
+    """A caption folder without object boxes cannot ground attention, steer words or name
+    cells: one line, before any image is encoded (no feature cache written)."""
     source = write_layout(scenes, tmp_path / "kaggle", "kaggle")
-    with pytest.raises(SystemExit, match="--ground-attention and --steer-words need"):
+    with pytest.raises(SystemExit, match="--steer-words and --cell-words need each image's "
+                                         "objects"):
         main(["--dataset", str(source), "--output-dir", str(tmp_path / "out"), "--cache-dir",
-              str(tmp_path / "cache"), "--ground-attention", "1", *TINY])
+              str(tmp_path / "cache"), flag, "0.5", *TINY])
     assert not (tmp_path / "cache").exists()
 
 
