@@ -15,8 +15,8 @@ Two optional training signals for the scene worlds, both off unless asked for
 - **cell words** (`--cell-words`): the look must be worth following. Every named object's
   cells, read alone as the attended context (the mean feature of its box, what a steered look
   reads) with an empty memory, must make the word classifier say the object's size, colour and
-  shape word. A cell that also sees its neighbour (`benchmarks/cell_probe.py`) pays for it, so
-  the encoder learns to keep objects apart in its features.
+  shape word. A cell that also sees its neighbour (`benchmarks/cell_probe.py`) pays for it,
+  which pushes the encoder to keep objects apart (docs/worlds.md measures what it did).
 
 The evaluation's pointing and steering then measure what was taught on unseen scenes; the
 untaught measures of faithfulness are causal grounding and deletion (captioner.faithfulness).

@@ -301,6 +301,8 @@ TAUGHT_POINTING = ("(attention *taught* to look at each named object's box, `--g
                    "emerged from captions alone)")
 TAUGHT_STEERING = (" Colour words were trained to follow forced attention (`--steer-words`), so "
                    "this, too, measures how well the teaching carries over to unseen scenes.")
+TAUGHT_CELLS = (" Each object's cells were trained to name its size, colour and shape when read "
+                "alone (`--cell-words`), which also moves colour words towards a forced look.")
 POINTING_DESIGN = (
     "What made attention point: a ResNet18 cut after stage 2 (local receptive fields, one cell "
     "per 8 pixels), coordinate channels on the feature grid, the attended context fed to the "
@@ -330,7 +332,8 @@ def pointing_note(metrics: dict, cfg: dict | None = None) -> str:
     cfg = cfg or {}
     game = POINTING_GAME.replace(LEARNED_ALONE, TAUGHT_POINTING) \
         if cfg.get("ground_attention") else POINTING_GAME
-    taught = TAUGHT_STEERING if cfg.get("steer_words") else ""
+    taught = (TAUGHT_STEERING if cfg.get("steer_words") else "") + \
+        (TAUGHT_CELLS if cfg.get("cell_words") else "")
     return ("\n\n" + game
             + ("\n\n" + STEERING + (STEERING_FOLLOWED if followed else "") + taught
                if steering else "")

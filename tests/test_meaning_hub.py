@@ -179,6 +179,10 @@ def test_pointing_note_explains_only_what_was_measured():
     assert "captions only" not in taught and "--steer-words" not in taught
     both = pointing_note({"beam1": steered}, {"ground_attention": 0.0, "steer_words": 0.5})
     assert "captions only" in both and "trained to follow forced attention" in both
+    assert "--cell-words" not in both
+    cells = pointing_note({"beam1": steered}, {"ground_attention": 0.0, "cell_words": 1.0})
+    assert "--cell-words" in cells and "--steer-words" not in cells
+    assert cells.index("--cell-words") > cells.index(STEERING)  # said with steering's figure
 
 
 def test_push_returns_the_hubs_url_and_needs_a_token(model_folder, monkeypatch, tmp_path):

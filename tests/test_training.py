@@ -364,6 +364,31 @@ def test_time_limit_stops_in_time_with_the_learning_rate_decayed(scenes, tmp_pat
     assert [row["epoch"] for row in log] == [1, 2] and log[1]["lr"] == 0.0
 
 
+def test_the_grounding_options_reach_the_objective_with_each_scene_s_truth(scenes, tmp_path,
+                                                                          monkeypatch):
+    """--ground-attention, --steer-words and --cell-words each reach their own term of the
+    objective, and every training batch carries its scenes' truth (cells, size/colour/shape
+    words, named, word objects)."""
+    settings, batches = {}, []
+
+    class Spy(training.Objective):
+        def __init__(self, *args, **kwargs):
+            settings.update(kwargs)
+            super().__init__(*args, **kwargs)
+
+        def forward(self, inputs, captions, *truth):
+            batches.append([tuple(t.shape) for t in truth])
+            return super().forward(inputs, captions, *truth)
+
+    monkeypatch.setattr(training, "Objective", Spy)
+    main(["--dataset", str(scenes), "--output-dir", str(tmp_path / "out"), "--cache-dir",
+          str(tmp_path / "cache"), "--epochs", "1", "--ground-attention", "0.25",
+          "--steer-words", "0.75", "--cell-words", "0.5", *TINY])
+    assert (settings["ground"], settings["steer"], settings["cell_words"]) == (0.25, 0.75, 0.5)
+    cells, attributes, named, words = batches[0]
+    assert cells[:2] == attributes[:2] == named and attributes[2] == 3 and len(words) == 2
+
+
 @pytest.mark.parametrize("flag", ["--ground-attention", "--steer-words", "--cell-words"])
 def test_grounding_needs_objects_and_says_so_before_encoding(scenes, tmp_path, flag):
     """A caption folder without object boxes cannot ground attention, steer words or name
