@@ -1,7 +1,8 @@
 """Teaching attention to look at what each word names, where a world knows its objects.
 
-Two optional training signals for the scene worlds, both off unless asked for
-(`--ground-attention`, `--steer-words`), both built from the generator's ground truth:
+Three optional training signals for the scene worlds, each off unless asked for
+(`--ground-attention`, `--steer-words`, `--cell-words`), all built from the generator's ground
+truth:
 
 - **grounding**: every word that names objects (count, size, colour and shape word) pays
   -log of the attention it puts on those objects' cells, as in Liu et al.'s "attention
