@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: machine description, timing, tables, JSON output."""
+"""Helpers shared by the benchmark scripts: machine description, timing, tables, JSON output,
+and the fresh test scenes of a scenes model."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -209,3 +211,27 @@ def tree_at(rev: str, *paths: str) -> Path:
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
+
+
+def scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark on fresh scenes of a scenes model's world."""
+    parser.add_argument("--weights", default=str(ROOT / "weights"))
+    parser.add_argument("--num-scenes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+
+
+def scenes_model_and_test(args: argparse.Namespace):
+    """(model, world, test split) for `scene_arguments`: `--num-scenes` fresh scenes of the
+    model's world from `--seed`, drawn at the model's image size (as `evaluate` draws them)."""
+    from captioner.cli import scene_set
+    from captioner.data import load_caption_dataset
+    from captioner.hub import load_model
+    from captioner.scenes.worlds import world_of
+
+    model = load_model(args.weights)
+    world = world_of(model)
+    if world is None:
+        raise SystemExit(f"{args.weights}: not a scenes model (its config names no world)")
+    test = load_caption_dataset(str(scene_set(args, world, model.config.image_size)))["test"]
+    return model, world, test

@@ -17,22 +17,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from pathlib import Path
 
 import torch
-from common import ROOT, machine, repo_path, write_results
+from common import ROOT, machine, repo_path, scene_arguments, scenes_model_and_test, write_results
 
 sys.path.insert(0, str(ROOT))
 
-from captioner.cli import scene_set  # noqa: E402
-from captioner.data import load_caption_dataset  # noqa: E402
 from captioner.decoding import decode  # noqa: E402
 from captioner.evaluation import objects_of, split_features  # noqa: E402
-from captioner.hub import load_model  # noqa: E402
 from captioner.scenes import caption_mistakes  # noqa: E402
 from captioner.scenes.captions import caption_correctness, parse_caption  # noqa: E402
 from captioner.scenes.objects import as_object  # noqa: E402
-from captioner.scenes.worlds import world_of  # noqa: E402
 
 
 def start_from_previous(model):
@@ -69,17 +64,10 @@ def count_share(said, counts: list[int], scenes: list[int]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=str(ROOT / "weights"))
-    parser.add_argument("--num-scenes", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=2026)
+    scene_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     args = parser.parse_args()
-    model = load_model(args.weights)
-    world = world_of(model)
-    if world is None:
-        raise SystemExit(f"{args.weights}: not a scenes model (its config names no world)")
-    test = load_caption_dataset(str(scene_set(args, world, model.config.image_size)))["test"]
+    model, world, test = scenes_model_and_test(args)
     scenes = [[as_object(o) for o in objects_of(r)] for r in test["objects"]]
     # the scene each caption's start came from: the previous one in its batch
     source = [start + (i - start - 1) % min(args.batch_size, len(scenes) - start)

@@ -14,19 +14,14 @@ import argparse
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 
-from common import RESULTS, ROOT, machine, repo_path
+from common import RESULTS, ROOT, machine, repo_path, scene_arguments, scenes_model_and_test
 
 sys.path.insert(0, str(ROOT))
 
-from captioner.cli import scene_set  # noqa: E402
-from captioner.data import load_caption_dataset  # noqa: E402
 from captioner.evaluation import generate_for_split, objects_of  # noqa: E402
-from captioner.hub import load_model  # noqa: E402
 from captioner.scenes import caption_mistakes  # noqa: E402
 from captioner.scenes.objects import as_object  # noqa: E402
-from captioner.scenes.worlds import world_of  # noqa: E402
 
 ATTRIBUTES = ("size", "colour", "shape")
 
@@ -46,18 +41,11 @@ def random_borrow_rate(objects, world) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=str(ROOT / "weights"))
-    parser.add_argument("--num-scenes", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=2026)
+    scene_arguments(parser)
     parser.add_argument("--beam-size", type=int, default=3)
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--output", default=str(RESULTS / "scene_errors.json"))
     args = parser.parse_args()
-    model = load_model(args.weights)
-    world = world_of(model)
-    if world is None:
-        raise SystemExit(f"{args.weights}: not a scenes model (its config names no world)")
-    test = load_caption_dataset(str(scene_set(args, world, model.config.image_size)))["test"]
+    model, world, test = scenes_model_and_test(args)
     captions = generate_for_split(model, test, beam_size=args.beam_size, max_len=40)
     scenes, wrong, mistakes = Counter(), Counter(), Counter()
     chance = {a: [] for a in ATTRIBUTES}
