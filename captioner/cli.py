@@ -1,5 +1,6 @@
-"""`python -m captioner caption|evaluate|deploy-space ...`: captions (JSON, CSV, attention
-grids), scores on a test split, and a Hugging Face Space in one command."""
+"""`python -m captioner caption|evaluate|push|average|deploy-space ...`: captions (JSON, CSV,
+attention grids), scores on a test split, uploads, weight mixes, and a Hugging Face Space in
+one command."""
 
 from __future__ import annotations
 
@@ -130,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the run's --output-dir (holds model.safetensors and config.json)")
     push.add_argument("repo_id", metavar="OWNER/NAME", help="the Hub model repo to upload to")
 
+    avg = commands.add_parser(
+        "average", help="mix the weights of fine-tunes of one model (a model soup)",
+        description="Write the weighted mean of the weights of models fine-tuned from one "
+                    "model (same vocabulary and architecture): e.g. a plain fine-tune and a "
+                    "run taught where to look (docs/worlds.md).")
+    avg.add_argument("models", nargs="+", metavar="FOLDER[:SHARE]",
+                     help="model folders or Hub repo ids, each with its share of the mix "
+                          "(default 1; shares are normalised to sum 1)")
+    avg.add_argument("--output", type=Path, required=True, metavar="DIR",
+                     help="a new folder for the mixed model.safetensors and config.json")
+
     from captioner.space import add_deploy_parser
 
     add_deploy_parser(commands)
@@ -146,6 +158,24 @@ def push_command(args) -> int:
         return 2
     check_push_target(args.repo_id, "push")
     print(f"pushed to {push_folder(args.model_dir, args.repo_id)}")
+    return 0
+
+
+def average_command(args) -> int:
+    from captioner.averaging import average_models, parse_part, recipe
+    from captioner.model import WEIGHTS_FILE
+
+    try:
+        if (args.output / WEIGHTS_FILE).exists() or args.output.is_file():
+            raise ValueError(f"--output {args.output}: already holds a model or is a file; "
+                             "give a new folder")
+        parts = [parse_part(text) for text in args.models]
+        model = average_models(parts)
+    except ValueError as e:  # WeightsError too: a folder that is not a model
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model.save(args.output)
+    print(f"wrote {args.output}: {recipe(parts)}")
     return 0
 
 
@@ -430,5 +460,5 @@ def main(argv=None) -> int:
         from captioner.space import deploy_command
 
         return deploy_command(args)
-    return {"caption": caption_command, "evaluate": evaluate_command,
-            "push": push_command}[args.command](args)
+    return {"caption": caption_command, "evaluate": evaluate_command, "push": push_command,
+            "average": average_command}[args.command](args)
