@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from captioner.hub import load_model
+from captioner.hub import load_model, looks_like_path
 from captioner.model import Captioner
 
 
@@ -37,6 +37,9 @@ def average_models(parts: list[tuple[str, float]]) -> Captioner:
     from the first model. Refused if the configs differ (vocabulary, architecture, world)."""
     if len(parts) < 2:
         raise ValueError("averaging needs at least two models")
+    for source, _ in parts:  # before any download, in this command's words (no --weights)
+        if looks_like_path(source) and not Path(source).expanduser().exists():
+            raise ValueError(f"{source}: no such model folder")
     models = [load_model(source) for source, _ in parts]
     first = asdict(models[0].config)
     for (source, _), model in zip(parts[1:], models[1:]):

@@ -92,6 +92,7 @@ def test_refusals_are_one_line_and_write_nothing(two_models, make_model, tmp_pat
     assert cli.main(["average", *models(a, b, hard), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+    assert "--weights" not in err  # another command's option would mislead
     assert not out.exists()
 
 
