@@ -49,9 +49,8 @@ def average_models(parts: list[tuple[str, float]]) -> Captioner:
             raise ValueError(f"{source}: its config differs from that of {parts[0][0]} in "
                              f"{', '.join(differ)}; only fine-tunes of one model can be averaged")
     mixed = mix_states([m.state_dict() for m in models], [share for _, share in parts])
-    model = models[0]
-    model.load_state_dict(mixed, strict=True)
-    return model
+    models[0].load_state_dict(mixed)  # strict: mix_states keeps every name of the first
+    return models[0]
 
 
 def mix_states(states: list[dict], shares: list[float]) -> dict:
