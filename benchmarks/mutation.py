@@ -75,6 +75,7 @@ TARGETS = {
                        ["tests/test_training.py::test_resume_after_sigkill_matches_uninterrupted_run",
                         "tests/test_training.py::test_resume_without_checkpoint_is_a_clear_error"]),
     "features": Target("captioner/features.py", ["tests/test_features.py", MEANING]),
+    "averaging": Target("captioner/averaging.py", ["tests/test_averaging.py", MEANING]),
     # cli.py: argument handling, not the commands' work
     "cli": Target("captioner/cli.py", ["tests/test_cli.py", MEANING],
                   ["*add_model_options*", "*build_parser*", "*check_decoding_args*",
@@ -244,7 +245,9 @@ def report() -> None:
                               "equivalent_because": why})
         killed = sum(v in KILLED for v in status.values())
         seconds = run_times(name)
-        measured_at = seconds.pop("commit", None) or commit()
+        # a scratch copy from before runs were stamped: the commit the last report named
+        measured_at = (seconds.pop("commit", None) or previous.get(name, {}).get("commit")
+                       or commit())
         modules[name] = {"module": target.path, "functions": target.functions or "all",
                          "tests": target.tests, "killed": killed,
                          "survived": sum(v == "survived" for v in status.values()),
