@@ -174,7 +174,12 @@ def average_command(args) -> int:
     except ValueError as e:  # WeightsError too: a folder that is not a model
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model.save(args.output)
+    try:
+        model.save(args.output)
+    except OSError as e:
+        print(f"error: --output {args.output}: cannot write there ({e.strerror or e})",
+              file=sys.stderr)
+        return 2
     print(f"wrote {args.output}: {recipe(parts)}")
     return 0
 

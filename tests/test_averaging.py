@@ -114,3 +114,13 @@ def test_every_differing_setting_is_named(two_models, make_model, tmp_path):
     other = make_model(seed=0, hidden_dim=48, attention="hard").save(tmp_path / "other")
     with pytest.raises(ValueError, match=r" in hidden_dim, attention; "):
         average_models([(str(a), 1.0), (str(other), 1.0)])
+
+
+def test_an_output_that_cannot_be_made_is_one_line(two_models, tmp_path, capsys):
+    a, b = two_models
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert cli.main(["average", str(a), str(b), "--output", str(blocker / "mix")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --output {blocker / 'mix'}: cannot write there (")
+    assert "\n" not in err and blocker.read_text() == "not a folder"
