@@ -6,8 +6,8 @@ at each mix.
 
 The model at mix `a` holds (1 - a) x the weights of `--weights` plus a x those of `--other`, as
 `python -m captioner average WEIGHTS:1-a OTHER:a` writes it (batch-norm statistics mixed
-alike; integer counters kept from `--weights`). Both must be
-fine-tuned from the same model, or the mix is noise. docs/worlds.md mixes the bundled model with
+alike; integer counters kept from `--weights`). Both must be fine-tuned from the same model,
+or the mix is noise. docs/worlds.md mixes the bundled model with
 a run taught where to look (`--ground-attention 0.5 --steer-words 0.25`): do the two goals
 trade off smoothly, or does a middle point keep both? Reported per mix, on the fresh scenes of
 `--seed`: all objects right greedy and beam 3, pointing ±1 cell (beam 3) and steering (greedy).
@@ -23,9 +23,8 @@ from common import ROOT, machine, repo_path, scene_arguments, scenes_model_and_t
 
 sys.path.insert(0, str(ROOT))
 
-from captioner.averaging import mix_states  # noqa: E402
+from captioner.averaging import average_models  # noqa: E402
 from captioner.evaluation import evaluate_split  # noqa: E402
-from captioner.hub import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -35,18 +34,16 @@ def main() -> None:
     parser.add_argument("--mix", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1],
                         help="shares of --other (default: 0 0.25 0.5 0.75 1)")
     args = parser.parse_args()
-    model, world, test = scenes_model_and_test(args)
-    other = load_model(args.other)
-    if other.config != model.config:
-        raise SystemExit(f"{args.other}: its config differs from {args.weights}'s")
-    own_weights = {k: v.clone() for k, v in model.state_dict().items()}
-    other_weights = other.state_dict()
+    _, world, test = scenes_model_and_test(args)
     results = {"machine": machine(), "weights": repo_path(args.weights),
                "other": repo_path(args.other), "world": world.name, "seed": args.seed,
                "images": len(test), "mixes": []}
     print("share of other | all right greedy | all right beam 3 | pointing beam 3 | steering")
     for a in args.mix:
-        model.load_state_dict(mix_states([own_weights, other_weights], [1 - a, a]))
+        try:  # the mix `python -m captioner average` writes, configs checked alike
+            model = average_models([(args.weights, 1 - a), (args.other, a)])
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
         greedy = evaluate_split(model, test, beam_size=1, max_len=world.max_words, meteor=False)
         beam = evaluate_split(model, test, beam_size=3, max_len=world.max_words, meteor=False)
         row = {"mix": a, "all_right_greedy": greedy["objects_correct"],
