@@ -25,7 +25,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what matplotlib writes here
 CAPTION_SUFFIXES = (".jsonl", ".csv")
 PERCENT_METRICS = {"objects_correct", "relations_correct", "relations_stated", "pointing",
-                   "pointing_chance", "pointing_strict", "pointing_strict_chance"}
+                   "pointing_chance", "pointing_strict", "pointing_strict_chance",
+                   "pointing_count", "pointing_colour", "pointing_shape"}
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

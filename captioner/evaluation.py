@@ -78,8 +78,9 @@ def pointing_words(caption: Caption, objects: list[dict], width: int, height: in
     """For every named object, at its colour word and at its shape word (and, for counted
     objects, at the count word): is the peak of the upsampled attention inside the object's
     box widened by `tolerance` pixels (for counted objects, inside any of their boxes)? One
-    dict per word: its index, the object's index (`objects`: all of a counted mention's),
-    `hit`, and the chance a uniformly random peak hits."""
+    dict per word: its index, its `kind` (count, colour, shape), the object's index
+    (`objects`: all of a counted mention's), the `peak` (x, y pixel centre), `hit`, and the
+    chance a uniformly random peak hits."""
     words = []
     result = caption_correctness(caption.tokens, objects)
     for mention, group in zip(result["parsed"].mentions, result["groups"]):
@@ -91,14 +92,15 @@ def pointing_words(caption: Caption, objects: list[dict], width: int, height: in
             boxes.append((max(0, x0 - tolerance), max(0, y0 - tolerance),
                           min(width, x1 + tolerance), min(height, y1 + tolerance)))
         chance = box_union_share(boxes, width, height)
-        for index in mention.word_indices:
+        for kind, index in mention.named_words:
             if index >= len(caption.attention):
                 continue
             heat = upsample_attention(caption.attention[index], width, height, centres)
             y, x = np.unravel_index(np.argmax(heat), heat.shape)
-            hit = any(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1 for x0, y0, x1, y1 in boxes)
-            words.append({"word_index": index, "object": group[0], "objects": group,
-                          "hit": bool(hit), "chance": chance})
+            px, py = float(x) + 0.5, float(y) + 0.5
+            hit = any(x0 <= px <= x1 and y0 <= py <= y1 for x0, y0, x1, y1 in boxes)
+            words.append({"word_index": index, "kind": kind, "object": group[0],
+                          "objects": group, "peak": (px, py), "hit": hit, "chance": chance})
     return words
 
 
@@ -114,13 +116,6 @@ def box_union_share(boxes: list[tuple], width: int, height: int) -> float:
         covered |= ((xs[None, :] >= x0) & (xs[None, :] <= x1)
                     & (ys[:, None] >= y0) & (ys[:, None] <= y1))
     return float(covered.mean())
-
-
-def pointing_game(caption: Caption, objects: list[dict], width: int, height: int,
-                  centres: np.ndarray, tolerance: float) -> tuple[list[bool], list[float]]:
-    """`pointing_words` as two lists: the hits and their chance rates."""
-    words = pointing_words(caption, objects, width, height, centres, tolerance)
-    return [w["hit"] for w in words], [w["chance"] for w in words]
 
 
 @dataclass
@@ -188,9 +183,11 @@ def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size
 
     `relations_correct` is over multi-object captions that state a relation ("a X and a Y"
     states none, as some reference wordings do); `relations_stated` says how often they do.
-    `pointing` allows one grid cell around the box; `pointing_strict` allows none."""
+    `pointing` allows one grid cell around the box; `pointing_strict` allows none;
+    `pointing_count`, `_colour` and `_shape` split `pointing` by the kind of word (a model
+    that says a colour from memory may look elsewhere at that word: docs/worlds.md)."""
     correct, stated, relations = [], [], []
-    hits, chance, strict_hits, strict_chance = [], [], [], []
+    words, strict_words = [], []
     for caption, objs in zip(captions, objects):
         result = caption_correctness(caption.tokens, objs)
         correct.append(result["objects_correct"])
@@ -198,16 +195,18 @@ def scene_metrics(captions: list[Caption], objects: list[list[dict]], image_size
             stated.append(result["relations_correct"] is not None)
             if result["relations_correct"] is not None:
                 relations.append(result["relations_correct"])
-        for tolerance, h_list, c_list in ((image_size / grid_size, hits, chance),
-                                          (0, strict_hits, strict_chance)):
-            h, c = pointing_game(caption, objs, image_size, image_size, centres, tolerance)
-            h_list += h
-            c_list += c
+        for tolerance, found in ((image_size / grid_size, words), (0, strict_words)):
+            found += pointing_words(caption, objs, image_size, image_size, centres, tolerance)
     mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
-    return {"objects_correct": mean(correct), "relations_correct": mean(relations),
-            "relations_stated": mean(stated), "pointing": mean(hits),
-            "pointing_chance": mean(chance), "pointing_strict": mean(strict_hits),
-            "pointing_strict_chance": mean(strict_chance), "pointing_trials": len(hits)}
+    metrics = {"objects_correct": mean(correct), "relations_correct": mean(relations),
+               "relations_stated": mean(stated), "pointing": mean([w["hit"] for w in words]),
+               "pointing_chance": mean([w["chance"] for w in words]),
+               "pointing_strict": mean([w["hit"] for w in strict_words]),
+               "pointing_strict_chance": mean([w["chance"] for w in strict_words]),
+               "pointing_trials": len(words)}
+    for kind in ("count", "colour", "shape"):
+        metrics[f"pointing_{kind}"] = mean([w["hit"] for w in words if w["kind"] == kind])
+    return metrics
 
 
 def objects_of(value) -> list[dict]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from captioner.decoding import Caption
-from captioner.evaluation import caption_metrics, pointing_game, scene_metrics
+from captioner.evaluation import caption_metrics, pointing_words, scene_metrics
 
 SIZE, GRID = 32, 4
 # Cell centres placed on pixel centres (pixel k covers [k, k+1), centre k + 0.5), so a one-hot
@@ -33,8 +33,10 @@ def obj(shape, color, size, box):
     return {"shape": shape, "color": color, "size": size, "box": box}
 
 
-def play(cap, objects, tolerance):
-    return pointing_game(cap, objects, SIZE, SIZE, CENTRES, tolerance)
+def play(cap, objects, tolerance, centres=CENTRES):
+    """The pointing game's hits and chance rates, word by word."""
+    words = pointing_words(cap, objects, SIZE, SIZE, centres, tolerance)
+    return [w["hit"] for w in words], [w["chance"] for w in words]
 
 
 def test_pointing_game_hits_inside_the_box_at_colour_and_shape_words():
@@ -77,7 +79,7 @@ def test_pointing_peak_follows_the_given_cell_centres():
     cap = caption("a small red circle", {2: one_hot(1, 2), 3: one_hot(1, 2)})
     assert play(cap, [box], 0)[0] == [True, True]
     shifted = (np.array([0, 8, 16, 24]) + 0.5) / SIZE
-    assert pointing_game(cap, [box], SIZE, SIZE, shifted, 0)[0] == [False, False]
+    assert play(cap, [box], 0, shifted)[0] == [False, False]
 
 
 def test_unmatched_mentions_and_short_attention_give_no_trials():
@@ -120,6 +122,9 @@ def test_scene_metrics_by_hand():
         "pointing_strict": round(3 / 14, 4),  # 1 + 2 + 0 + 0
         "pointing_strict_chance": 0.0625,  # every box is 8 x 8
         "pointing_trials": 14,
+        "pointing_count": None,  # no caption counts
+        "pointing_colour": round(3 / 7, 4),  # red, blue, green of 7 colour words
+        "pointing_shape": round(1 / 7, 4),  # circle (widened) of 7 shape words
     }
 
 

@@ -358,6 +358,22 @@ def test_box_union_share_counts_pixel_centres_on_the_edges():
     assert box_union_share([(0.5, 0.5, 2.5, 1.5), (5.5, 0, 5.5, 4)], 10, 4) == 10 / 40
 
 
+def test_pointing_is_split_by_the_kind_of_word():
+    """A count word on one circle and the shape word on the other both hit; every colour word
+    looks far away: count 1 of 1, colour 0 of 2, shape 1 of 2, whole 2 of 5."""
+    left = {"shape": "circle", "color": "red", "size": "big", "box": [8, 8, 16, 16]}
+    right = {**left, "box": [16, 8, 24, 16]}
+    counted = caption("two big red circles", {0: one_hot(1, 1), 3: one_hot(1, 2)})
+    square = {**BLUE_SQUARE, "box": [0, 0, 8, 8]}
+    single = caption("a small blue square", {})
+    metrics = scene_metrics([counted, single], [[left, right], [square]], SIZE, CENTRES, GRID)
+    words = pointing_words(counted, [left, right], SIZE, SIZE, CENTRES, 8)
+    assert [w["kind"] for w in words] == ["count", "colour", "shape"]
+    assert (words[0]["peak"], words[2]["peak"]) == ((12.5, 12.5), (20.5, 12.5))  # (x, y)
+    assert (metrics["pointing_count"], metrics["pointing_colour"],
+            metrics["pointing_shape"], metrics["pointing"]) == (1.0, 0.0, 0.5, 0.4)
+
+
 def test_a_word_naming_nothing_in_the_scene_does_not_end_the_pointing_game():
     missing = caption("a big green star and a small blue square", {7: one_hot(0, 2)})
     words = pointing_words(missing, [RED_CIRCLE, BLUE_SQUARE], SIZE, SIZE, CENTRES, 0)
