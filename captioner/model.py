@@ -28,6 +28,10 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# What an encoder's features depend on besides its weights: a feature cache is keyed on these
+# (a new decoder setting must not make a run encode 60,000 images again).
+ENCODER_SETTINGS = ("encoder", "encoder_stage", "grid_size", "coord_channels", "image_size",
+                    "image_mean", "image_std")
 ATTENTION_KINDS = ("soft", "hard")
 HARD_READOUTS = ("expectation", "argmax")
 # Hard attention's training settings, those of the authors' code (arctic-captions, capgen.py):
@@ -61,6 +65,11 @@ class CaptionerConfig:
     # expectation (the soft mean) or the single most attended cell (argmax).
     attention: str = "soft"
     hard_readout: str = "expectation"
+    # The paper's attention asks from the LSTM state alone, which has not read the word just
+    # said: after "a small" the look for the next word cannot depend on "small". With
+    # `word_query` the query also sees that word (a projection that starts at zero, so a
+    # model switched on from a saved one starts out computing exactly what the saved one did).
+    word_query: bool = False
     # The scene world it was trained on (captioner.scenes.worlds); "" for other data. Configs
     # saved before worlds existed have none: `scenes.world_of` reads their vocabulary.
     world: str = ""
@@ -81,6 +90,9 @@ class CaptionerConfig:
             from captioner.scenes.worlds import get_world
 
             get_world(self.world)  # an unknown world is a ValueError naming the known ones
+
+    def encoder_settings(self) -> dict:
+        return {k: getattr(self, k) for k in ENCODER_SETTINGS}
 
 
 def resnet_stages(resnet: models.ResNet, stage: int) -> nn.Sequential:
@@ -152,17 +164,28 @@ class Encoder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Additive (Bahdanau) attention over the grid: alpha = softmax(w . tanh(Wf f + Wh h))."""
+    """Additive (Bahdanau) attention over the grid: alpha = softmax(w . tanh(Wf f + Wh h)),
+    plus We e (the embedding of the word just said) inside the tanh when `word_dim` is given."""
 
-    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int):
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int,
+                 word_dim: int | None = None):
         super().__init__()
         self.feature_proj = nn.Linear(feature_dim, attention_dim)
         self.hidden_proj = nn.Linear(hidden_dim, attention_dim)
         self.score = nn.Linear(attention_dim, 1)
+        self.word_proj = None
+        if word_dim is not None:
+            self.word_proj = nn.Linear(word_dim, attention_dim)
+            nn.init.zeros_(self.word_proj.weight)  # starts as the paper's query (see config)
+            nn.init.zeros_(self.word_proj.bias)
 
-    def forward(self, features, projected, hidden):
-        """`projected` = feature_proj(features), computed once per image, not once per word."""
-        energy = self.score(torch.tanh(projected + self.hidden_proj(hidden).unsqueeze(1)))
+    def forward(self, features, projected, hidden, word=None):
+        """`projected` = feature_proj(features), computed once per image, not once per word;
+        `word` (B, word_dim) the embedded word just said, used with `word_dim`."""
+        query = self.hidden_proj(hidden)
+        if self.word_proj is not None:
+            query = query + self.word_proj(word)
+        energy = self.score(torch.tanh(projected + query.unsqueeze(1)))
         alpha = energy.squeeze(2).softmax(dim=1)
         return self.read(alpha, features), alpha
 
@@ -240,7 +263,8 @@ class Captioner(
                                config.image_size, config.coord_channels)
         d_feat, d_hid = self.encoder.out_dim, config.hidden_dim
         self.embedding = nn.Embedding(len(self.vocab), config.embed_dim)
-        self.attention = Attention(d_feat, d_hid, config.attention_dim)
+        self.attention = Attention(d_feat, d_hid, config.attention_dim,
+                                   config.embed_dim if config.word_query else None)
         self.init_h = nn.Linear(d_feat, d_hid)
         self.init_c = nn.Linear(d_feat, d_hid)
         self.gate = nn.Linear(d_hid, d_feat)  # "selector" beta: how much context this word needs
@@ -276,7 +300,8 @@ class Captioner(
         `read(alpha, features)` -> context replaces the reading rule (a `CellSampler` while
         training hard attention); by default soft attention reads the expectation and hard
         attention in eval mode its `hard_readout`."""
-        context, alpha = self.attention(features, projected, state.h)
+        embedded = self.embedding(words)
+        context, alpha = self.attention(features, projected, state.h, embedded)
         if override is not None:
             rows, maps = override
             alpha = torch.where(rows.unsqueeze(1), maps.to(alpha.dtype), alpha)
@@ -287,7 +312,7 @@ class Captioner(
             context = read(alpha, features)
         gate = torch.sigmoid(self.gate(state.h))
         context = gate * context
-        h, c = self.lstm(torch.cat([self.embedding(words), context], dim=1), (state.h, state.c))
+        h, c = self.lstm(torch.cat([embedded, context], dim=1), (state.h, state.c))
         return torch.cat([h, context], dim=1), DecoderState(h, c), alpha, gate
 
     def step(self, words, state: DecoderState, features, projected, override=None, read=None):

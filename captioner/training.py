@@ -200,7 +200,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         vocab=vocab.words, encoder=cfg.encoder, encoder_stage=cfg.encoder_stage,
         grid_size=cfg.grid, coord_channels=cfg.coord_channels, embed_dim=cfg.embed_dim,
         attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
-        image_size=cfg.image_size, attention=cfg.attention,
+        image_size=cfg.image_size, attention=cfg.attention, word_query=cfg.word_query,
         world=get_world(cfg.dataset).name if is_world(cfg.dataset) else ""))
     if cfg.init_from:
         model = start_from(cfg.init_from, model.config)
@@ -227,7 +227,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                                                 mcfg.image_std) for im in images])
             model.encoder.eval()
             return model.encode(batch.to(acc.device)).half().cpu().numpy()
-        kind = {"encoder": asdict(mcfg) | {"vocab": None},
+        kind = {"encoder": mcfg.encoder_settings(),
                 "weights": state_fingerprint(model.encoder)}
     splits = {"train": dataset["train"],
               "validation": dataset["validation"].select(
@@ -357,8 +357,9 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
 
 
 # Settings that change how attention is used, not the weights: a soft model can start a hard
-# run (its attention then proposes the cells that hard attention samples from).
-ATTENTION_SETTINGS = ("attention", "hard_readout")
+# run (its attention then proposes the cells that hard attention samples from), and any model
+# a run whose query also sees the word just said (its projection starts at zero).
+ATTENTION_SETTINGS = ("attention", "hard_readout", "word_query")
 
 
 def start_from(folder: str, config: CaptionerConfig) -> Captioner:
@@ -371,6 +372,7 @@ def start_from(folder: str, config: CaptionerConfig) -> Captioner:
     except (OSError, ValueError) as e:
         raise SystemExit(f"--init-from {folder}: {e}") from e
     saved, wanted = asdict(model.config), asdict(config)
+    wanted["word_query"] |= saved["word_query"]  # kept: dropping it would change the model
     known = set(saved["vocab"])
     missing = [w for w in wanted["vocab"] if w not in known]
     if missing:

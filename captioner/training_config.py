@@ -37,6 +37,7 @@ class TrainConfig:
     hidden_dim: int = 512
     dropout: float = 0.5
     attention: str = "soft"
+    word_query: bool = False
     pretrained_encoder: bool = True
     fine_tune_encoder: bool = False
     fine_tune_stages: int = 0
@@ -100,6 +101,9 @@ HELP = {
     "dropout": "dropout before the word classifier",
     "attention": "soft (weighted mean of the grid) or hard (one sampled cell per word, "
                  "REINFORCE; see docs/faithfulness.md)",
+    "word_query": "the attention query also sees the word just said (the paper's: the LSTM "
+                  "state alone; see CaptionerConfig); an --init-from model that has it keeps "
+                  "it",
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",
@@ -140,7 +144,7 @@ HELP = {
     "init_from": "start from the weights of this saved model folder (e.g. weights), with a "
                  "new optimiser and schedule; its vocabulary is kept (it must hold every word "
                  "of the run's captions) and its architecture must match the run's, except "
-                 "soft or hard attention (default: fresh weights)",
+                 "soft or hard attention and --word-query (default: fresh weights)",
     "push_to_hub": "upload the output folder to this Hub repo id (token: HF_TOKEN or login; "
                    "default: no upload)",
     "project_url": "link to the project's code in the model card (default: no link)",

@@ -7,16 +7,31 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
 from captioner.features import CachedRows, cache_key, cached_array, state_fingerprint
+
+
+def test_features_are_keyed_on_the_encoder_settings_alone():
+    """A decoder setting (a wider LSTM, hard attention, the word query) reuses the features a
+    run cached; every setting the encoder's output depends on asks for new ones."""
+    base = tiny_config()
+    decoder_only = replace(base, hidden_dim=64, attention_dim=8, embed_dim=4, dropout=0.3,
+                           attention="hard", hard_readout="argmax", word_query=True)
+    assert decoder_only.encoder_settings() == base.encoder_settings()
+    for change in (dict(encoder="resnet34"), dict(encoder_stage=3), dict(grid_size=2),
+                   dict(coord_channels=False), dict(image_size=64),
+                   dict(image_mean=[0.5, 0.5, 0.5]), dict(image_std=[0.5, 0.5, 0.5])):
+        assert replace(base, **change).encoder_settings() != base.encoder_settings(), change
 
 
 def test_cache_keys_are_stable_across_versions():

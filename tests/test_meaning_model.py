@@ -296,3 +296,45 @@ def test_load_model_puts_the_whole_model_on_the_device_and_reads_weights_straigh
     assert asked == ["meta"]
     assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
     assert model.encoder.coord_grid.device.type == "meta"
+
+
+def with_word_query(plain: Captioner) -> Captioner:
+    """`plain`'s weights in a model whose query also sees the word just said."""
+    model = Captioner(tiny_config(word_query=True)).eval()
+    model.load_state_dict({**model.state_dict(), **plain.state_dict()})
+    return model
+
+
+def first_looks(model, features, first_words):
+    """The attention of one step from the same start, for each word just said."""
+    state, projected = model.init_state(features)
+    return [model.step(torch.tensor([w]), state, features, projected)[2] for w in first_words]
+
+
+def test_the_word_query_starts_as_the_paper_and_then_lets_the_word_move_the_look(make_model):
+    """Switched on, the word's projection starts at zero: every logit and attention weight is
+    bit-identical to the paper's query. Once it has weights, the same state looks elsewhere
+    after another word; the paper's query (the state alone) looks at the same place whatever
+    the word was."""
+    plain = make_model(seed=3)
+    model = with_word_query(plain)
+    features = torch.randn(1, 16, model.encoder.out_dim)
+    captions = torch.tensor([[1, 4, 5, 6, 2]])
+    for mine, theirs in zip(model(features, captions), plain(features, captions)):
+        assert torch.equal(mine, theirs)
+    with torch.no_grad():
+        model.attention.word_proj.weight.normal_()
+    small, big = first_looks(model, features, [4, 5])
+    assert (small - big).abs().max() > 1e-3
+    small, big = first_looks(plain, features, [4, 5])
+    assert torch.equal(small, big)
+
+
+def test_a_word_query_model_reloads_bit_identically(make_model, tmp_path):
+    model = with_word_query(make_model(seed=4))
+    with torch.no_grad():
+        model.attention.word_proj.bias.normal_()
+    again = Captioner.from_pretrained(str(model.save(tmp_path / "m")))
+    assert again.config.word_query
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name

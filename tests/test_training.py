@@ -8,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from conftest import found_in, wait_for_line
 from PIL import Image
 from safetensors.torch import load_file
@@ -22,7 +24,7 @@ from captioner.decoding import caption_images
 from captioner.hub import load_model, push_folder
 from captioner.model import Captioner
 from captioner.scenes import generate_scenes
-from captioner.training import epochs_that_fit, main
+from captioner.training import epochs_that_fit, main, start_from
 from captioner.visualize import upsample_attention
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -515,3 +517,23 @@ def test_num_eval_scenes_makes_small_validation_and_test_sets(tmp_path):
                       "--image-size", "32", "--grid", "4", "--data-dir", str(tmp_path)])
     sizes = {name: len(split) for name, split in prepare_dataset(cfg).items()}
     assert sizes == {"train": 12, "validation": 3, "test": 3}
+
+
+def test_init_from_switches_the_word_query_on_and_keeps_it(make_model, tmp_path):
+    """--init-from a plain model with --word-query: the saved weights, the word's projection
+    at zero. From a model that has it, a run without the flag keeps it and its weights
+    (dropping it would silently change the model)."""
+    plain = make_model(seed=5)
+    plain.save(tmp_path / "plain")
+    switched = start_from(str(tmp_path / "plain"), replace(plain.config, word_query=True))
+    assert switched.config.word_query
+    assert not switched.attention.word_proj.weight.any()
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(switched.state_dict()[name], tensor), name
+    with torch.no_grad():
+        switched.attention.word_proj.weight.fill_(0.25)
+    switched.save(tmp_path / "worded")
+    kept = start_from(str(tmp_path / "worded"), plain.config)
+    assert kept.config.word_query
+    assert torch.equal(kept.attention.word_proj.weight,
+                       torch.full_like(kept.attention.word_proj.weight, 0.25))
