@@ -319,6 +319,12 @@ HARD_ATTENTION = (
     "reads the {readout} (`hard_readout` in config.json).")
 
 
+WORD_QUERY = (
+    "\n\n**Word query**: the attention is asked from the LSTM state *and* the word just said "
+    "(`word_query` in config.json), so after \"a small\" the model can look for a small "
+    "object; the paper asks from the state alone, which has not read that word yet.")
+
+
 def pointing_note(metrics: dict, cfg: dict | None = None) -> str:
     """The pointing game's definition when it was measured (and steering's, when that was);
     the design that made attention point only when this run's attention beat chance at every
@@ -390,8 +396,9 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
                                   if cfg["encoder_stage"] < 4 else ""),
         grid=cfg["grid"], images=metrics["images"], table=metrics_table(metrics),
         attention="hard" if cfg.get("attention") == "hard" else "soft",
-        attention_note=HARD_ATTENTION.format(readout=readout_text(cfg))
-        if cfg.get("attention") == "hard" else "",
+        attention_note=(HARD_ATTENTION.format(readout=readout_text(cfg))
+                        if cfg.get("attention") == "hard" else "")
+        + (WORD_QUERY if cfg.get("word_query") else ""),
         percent_note="; exact content and pointing are percentages (%)" if fractions else "",
         skipped=(" Skipped: " + "; ".join(skipped) + ".") if skipped else "",
         selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics, cfg),

@@ -454,6 +454,18 @@ def test_the_card_names_the_attention_kind_and_only_hard_gets_its_note(tmp_path,
     assert "## How it was trained\n\n```bash\npython train_space.py\n```" in text  # no time
 
 
+@pytest.mark.parametrize("word_query", [False, True])
+def test_only_a_word_query_card_says_the_query_hears_the_word(tmp_path, word_query):
+    from test_hub import write_card
+
+    from captioner.hub import WORD_QUERY
+
+    _, text = write_card(tmp_path, cfg={"attention": "hard", "word_query": word_query})
+    assert (WORD_QUERY in text) == word_query
+    if word_query:  # after the hard-attention note, not in place of it
+        assert text.index("**Hard attention**") < text.index("**Word query**")
+
+
 def test_a_scenes_v2_card_describes_that_world(tmp_path):
     from test_hub import write_card
 
