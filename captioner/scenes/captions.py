@@ -51,13 +51,9 @@ class Mention:
         return (self.size, self.color, self.shape)
 
     @property
-    def word_indices(self) -> list[int]:
-        """The words that name the object(s): count, colour and shape (what pointing scores)."""
-        return [i for _, i in self.named_words]
-
-    @property
     def named_words(self) -> list[tuple[str, int]]:
-        """(kind, index) of each word in `word_indices`, kind "count", "colour" or "shape"."""
+        """The words that name the object(s), what pointing scores: (kind, token index), kind
+        "count", "colour" or "shape"."""
         return [(kind, i) for kind, i in (("count", self.count_index),
                                           ("colour", self.color_index),
                                           ("shape", self.shape_index)) if i is not None]
