@@ -15,11 +15,16 @@ from captioner.scenes import render_scene, scene_rng
 
 def reference_step(model, word: int, h, c, features, override=None):
     """One decoder step from the paper's equations and the model's raw weights (one image):
-    returns log-probabilities of the next word (pad and start excluded), attention, gate, h, c."""
+    returns log-probabilities of the next word (pad and start excluded), attention, gate, h, c.
+    With `word_query` the query also holds the projected embedding of `word`, the word just
+    said (docs/worlds.md)."""
     att = model.attention
+    query = F.linear(h, att.hidden_proj.weight, att.hidden_proj.bias)
+    if model.config.word_query:
+        query = query + F.linear(model.embedding.weight[word], att.word_proj.weight,
+                                 att.word_proj.bias)
     energy = F.linear(torch.tanh(F.linear(features, att.feature_proj.weight, att.feature_proj.bias)
-                                 + F.linear(h, att.hidden_proj.weight, att.hidden_proj.bias)),
-                      att.score.weight, att.score.bias)[:, 0]
+                                 + query), att.score.weight, att.score.bias)[:, 0]
     alpha = torch.exp(energy - energy.max())
     alpha = alpha / alpha.sum()
     if override is not None:
