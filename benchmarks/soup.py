@@ -7,8 +7,9 @@ at each mix.
 The model at mix `a` holds (1 - a) x the weights of `--weights` plus a x those of `--other`, as
 `python -m captioner average WEIGHTS:1-a OTHER:a` writes it (batch-norm statistics mixed
 alike; integer counters kept from `--weights`). Both must be fine-tuned from the same model,
-or the mix is noise. docs/worlds.md mixes the bundled model with
-a run taught where to look (`--ground-attention 0.5 --steer-words 0.25`): do the two goals
+or the mix is noise, and share the architecture (the bundled word-query model mixes only
+with runs that have it). docs/worlds.md mixes d, bundled at the time, with a run taught
+where to look (`--ground-attention 0.5 --steer-words 0.25`): do the two goals
 trade off smoothly, or does a middle point keep both? Reported per mix, on the fresh scenes of
 `--seed`: all objects right greedy and beam 3, pointing ±1 cell (beam 3) and steering (greedy).
 Writes results/soup.json.
