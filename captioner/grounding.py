@@ -147,10 +147,20 @@ def draw_steering(captions: torch.Tensor, bits: torch.Tensor, colours: torch.Ten
 
 
 def steered_logits(model, features: torch.Tensor, captions: torch.Tensor,
-                   position: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+                   position: torch.Tensor, maps: torch.Tensor,
+                   classifier_only: bool = False) -> torch.Tensor:
     """Logits (B, V) for the word at `position` of each caption, read with the attention
     replaced by `maps` at that word and teacher forcing before it (what `decode` with a
-    `Guide` of the same prefix and attention computes one word at a time)."""
+    `Guide` of the same prefix and attention computes one word at a time). With
+    `classifier_only` only the word classifier gets a gradient: the LSTM, which also carries
+    what the caption has said so far (counts, objects named), is left as the captions train it."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not classifier_only):
+        outputs = _steered_outputs(model, features, captions, position, maps)
+    return model.classifier(model.dropout(outputs))
+
+
+def _steered_outputs(model, features, captions, position, maps) -> torch.Tensor:
+    """The classifier's input (B, hidden + feature) of `steered_logits`."""
     state, projected = model.init_state(features)
     steps = position - 1  # step t reads captions[:, t] and predicts captions[:, t + 1]
     outputs = torch.zeros(len(captions), model.classifier.in_features,
@@ -160,18 +170,19 @@ def steered_logits(model, features: torch.Tensor, captions: torch.Tensor,
         output, state, _, _ = model.advance(captions[:, t], state, features, projected,
                                             override=(here, maps))
         outputs = torch.where(here.unsqueeze(1), output.to(outputs.dtype), outputs)
-    return model.classifier(model.dropout(outputs))
+    return outputs
 
 
-def steering_loss(model, features, captions, bits, colours, named, cells, share: float
-                  ) -> torch.Tensor:
-    """Cross-entropy of saying the steered-to object's colour (0 when no caption drew one)."""
+def steering_loss(model, features, captions, bits, colours, named, cells, share: float,
+                  classifier_only: bool = False) -> torch.Tensor:
+    """Cross-entropy of saying the steered-to object's colour (0 when no caption drew one);
+    `classifier_only` as in `steered_logits`."""
     position, maps, target = draw_steering(captions, bits, colours, named, cells, share)
     chosen = position > 0
     if not chosen.any():
         return features.new_zeros(())
     logits = steered_logits(model, features[chosen], captions[chosen], position[chosen],
-                            maps[chosen])
+                            maps[chosen], classifier_only)
     return F.cross_entropy(logits.float(), target[chosen])
 
 

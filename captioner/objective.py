@@ -25,13 +25,16 @@ class Objective(nn.Module):
 
     Inputs are cached encoder features, or uint8 pixels when the encoder is trained too. With
     scene truth (`Pairs(..., truth=...)`), the grounding, steering and cell-word losses of
-    captioner.grounding are added with weight `ground`, share `steer` and weight `cell_words`."""
+    captioner.grounding are added with weight `ground`, share `steer` (through the word
+    classifier alone with `steer_classifier_only`) and weight `cell_words`."""
 
     def __init__(self, model: Captioner, penalty: float, pixels: bool, ground: float = 0.0,
-                 steer: float = 0.0, cell_words: float = 0.0):
+                 steer: float = 0.0, cell_words: float = 0.0,
+                 steer_classifier_only: bool = False):
         super().__init__()
         self.model, self.penalty, self.pixels = model, penalty, pixels
         self.ground, self.steer, self.cell_words = ground, steer, cell_words
+        self.steer_classifier_only = steer_classifier_only
         self.kinds = attribute_ids(model.vocab)
 
     def forward(self, inputs, captions, *truth):
@@ -53,7 +56,8 @@ class Objective(nn.Module):
             total = total + self.ground * grounding_loss(alphas, bits[:, 1:], cells)
         if self.steer:
             total = total + steering_loss(self.model, features, captions, bits,
-                                          attributes[..., COLOUR], named, cells, self.steer)
+                                          attributes[..., COLOUR], named, cells, self.steer,
+                                          classifier_only=self.steer_classifier_only)
         if self.cell_words:
             total = total + self.cell_words * cell_words_loss(self.model, features, cells,
                                                               attributes, named, self.kinds)

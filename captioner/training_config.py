@@ -61,6 +61,7 @@ class TrainConfig:
     attention_penalty: float = 1.0
     ground_attention: float = 0.0
     steer_words: float = 0.0
+    steer_classifier_only: bool = False
     cell_words: float = 0.0
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "auto"
@@ -128,6 +129,8 @@ HELP = {
                         "attention on that object's cells (0: off; captioner/grounding.py)",
     "steer_words": "scene worlds: share of captions in which a colour word is also trained "
                    "looking at another object, to say that object's colour (0: off)",
+    "steer_classifier_only": "with --steer-words: that loss trains only the word classifier, "
+                             "not the LSTM that remembers the caption so far",
     "cell_words": "scene worlds: weight of the loss that makes each object's cells, read "
                   "alone, say its size, colour and shape word (0: off)",
     "gradient_accumulation_steps": "batches per optimiser step",
@@ -233,6 +236,8 @@ def config_problem(cfg: TrainConfig) -> str | None:
                 "such as jxie/flickr8k, or a scene world: 'scenes', 'scenes-v2')")
     if cfg.steer_words > 1:
         return f"--steer-words is a share of captions, from 0 to 1, got {cfg.steer_words:g}"
+    if cfg.steer_classifier_only and not cfg.steer_words:
+        return "--steer-classifier-only changes what --steer-words trains: give --steer-words too"
     if cfg.init_from and cfg.resume:
         return "--init-from starts a new run; --resume continues one: give only one"
     if cfg.init_from and not (Path(cfg.init_from).expanduser() / "config.json").is_file():

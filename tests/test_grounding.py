@@ -16,6 +16,7 @@ from captioner.grounding import (
     named_objects,
     scene_truth,
     steered_logits,
+    steering_loss,
     word_objects,
 )
 from captioner.objective import Objective
@@ -243,6 +244,37 @@ def test_training_with_grounding_and_steering_moves_attention_and_words(make_mod
     # cell words make every object's cells, read alone, name its colour (plain: a coin toss);
     # they do not by themselves make the caption's word follow a forced look
     assert named_cells[3] >= 0.95 and plain[3] <= 0.6 and named_cells[2] <= 0.6, results
+
+
+def test_steering_the_classifier_only_leaves_the_lstm_and_the_rest_untouched(make_model):
+    """`classifier_only` computes the same steering loss, and gives the word classifier the
+    same gradient, but nothing reaches the LSTM, the embedding or the gate: the memory of
+    what the caption has said stays as the captions trained it."""
+    model = make_model(seed=5, vocab=[*SPECIALS, *WORDS])
+    split = _scenes_batch(count=6, seed=3)
+    truth = scene_truth(split, model.vocab, 20, model.encoder.cell_centres(), 32)
+    captions = torch.tensor([model.vocab.encode(c[0], 20)[:14] for c in split["captions"]])
+    bits = torch.from_numpy(truth.words[:, 0, :14].astype(np.int64))
+    cells, colours, named = (torch.from_numpy(a) for a in (truth.cells, truth.colours,
+                                                           truth.named))
+    torch.manual_seed(7)
+    features = model.encode(torch.randn(6, 3, 32, 32)).detach()
+    results = {}
+    for classifier_only in (False, True):
+        model.zero_grad()
+        torch.manual_seed(0)  # the same draw of words and objects
+        loss = steering_loss(model, features, captions, bits, colours, named, cells, 1.0,
+                             classifier_only=classifier_only)
+        loss.backward()
+        results[classifier_only] = loss.item(), {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+    (whole, grads), (alone, classifier_grads) = results[False], results[True]
+    assert alone == pytest.approx(whole, rel=1e-6) and whole > 0
+    assert torch.allclose(classifier_grads["classifier.weight"], grads["classifier.weight"])
+    for name in ("lstm.weight_ih", "lstm.weight_hh", "embedding.weight", "gate.weight",
+                 "init_h.weight"):
+        assert grads[name].abs().sum() > 0, name  # the whole decoder learns from steering
+        assert classifier_grads[name] is None or not classifier_grads[name].any(), name
 
 
 def test_objective_grounds_the_word_each_step_predicts(make_model):
