@@ -205,6 +205,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     if cfg.init_from:
         model = start_from(cfg.init_from, model.config)
         vocab = Vocabulary(model.config.vocab)  # the saved word ids keep their meaning
+        cfg.word_query = model.config.word_query  # kept from it: the card says what it is
     elif cfg.pretrained_encoder:
         try:
             model.encoder.load_imagenet_weights(cfg.encoder)

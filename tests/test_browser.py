@@ -25,6 +25,7 @@ from captioner.demo import DEFAULT_MAX_LEN, Demo, unpack_map
 from captioner.demo.why import hard_companion
 from captioner.hub import BUNDLED_WEIGHTS
 from captioner.scenes import render_scene
+from captioner.scenes.captions import ALL_COLORS
 from captioner.visualize import attention_overlay, upsample_attention
 
 pytestmark = [pytest.mark.browser,
@@ -511,13 +512,21 @@ def joins(traffic) -> list[str]:
 
 @pytest.mark.parametrize("device, name", [(DESKTOP, "desktop"), (PHONE, "phone")])
 def test_why_this_word_draws_three_maps_with_one_request(browser, app, tmp_path, device, name):
-    """At a colour word: one request brings back the same caption with three maps, drawn side
+    """At example 2's least certain colour word (a certain word's Grad-CAM and occlusion maps
+    are both blank): one request brings back the same caption with three maps, drawn side
     by side like the heatmap; the attention one is the heatmap itself, the other two differ.
     Another word hides them (they explain one word), coming back shows them again."""
-    url, _ = app
+    url, examples = app
     page, traffic = open_page(browser, url, device)
-    words = page.locator("#caption textarea").input_value().split()
-    word = next(i for i, w in enumerate(words) if w in ("red", "green")) + 1
+    page.locator("#examples button.gallery-item").nth(1).click()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('example') === '1'")
+    model = Demo.load(weights())
+    model.allow_files([examples[1]])
+    words = model.view(examples[1], 3, DEFAULT_MAX_LEN).caption.split()
+    page.wait_for_function("c => document.querySelector('#caption textarea').value === c",
+                           arg=" ".join(words))
+    colours = [i + 1 for i, w in enumerate(words) if w in ALL_COLORS]
+    word = min(colours, key=lambda i: model.why(examples[1], i)["probability"])
     page.locator(f"#words [data-word='{word}']").click()
     wait_for_word(page, word)
     heat = canvas_pixels(page)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from captioner import training
 from captioner.decoding import caption_images
-from captioner.hub import load_model, push_folder
+from captioner.hub import WORD_QUERY, load_model, push_folder
 from captioner.model import Captioner
 from captioner.scenes import generate_scenes
 from captioner.training import epochs_that_fit, main, start_from
@@ -317,6 +317,20 @@ def test_init_from_starts_from_saved_weights_and_refuses_a_mismatch(scenes, tmp_
         main([*common, "--output-dir", str(tmp_path / "more"), "--init-from",
               str(tmp_path / "fresh"), "--min-word-freq", "1"])
     assert refused.value.code.split(": ")[-1].split(", ")[0] in lacking
+
+
+def test_a_run_from_a_word_query_model_says_it_has_one(scenes, tmp_path):
+    """--init-from a word-query model without --word-query keeps the query (above), and the
+    run's card and saved training configuration say so, as they would with the flag."""
+    common = ["--dataset", str(scenes), "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+              *TINY]
+    main([*common, "--output-dir", str(tmp_path / "worded"), "--word-query"])
+    main([*common, "--output-dir", str(tmp_path / "after"), "--init-from",
+          str(tmp_path / "worded")])
+    card = (tmp_path / "after" / "README.md").read_text()
+    assert WORD_QUERY in card
+    assert json.loads(card.split("```json")[1].split("```")[0])["word_query"] is True
+    assert json.loads((tmp_path / "after" / "config.json").read_text())["word_query"] is True
 
 
 def test_a_soft_model_starts_a_hard_run_with_its_own_weights(scenes, tmp_path):
