@@ -45,13 +45,18 @@ def running_app(folder: Path, weights: str | Path | None = None,
     switch); yields (url, example paths)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = weights or tiny_model_dir(folder / "model")
-    # an old-world scene, and a crowded scenes-v2 one (the bundled soft and hard models
-    # caption it differently, and some of its words are uncertain: test_browser needs both)
+    model = Demo.load(str(weights))
+    # two old-world scenes; for a scenes-v2 model (the bundled one) the second is a crowded
+    # scenes-v2 scene instead, which the bundled soft and hard models caption differently and
+    # some of whose words are uncertain (test_browser needs both; another world's scene would
+    # be hidden from the examples as unfamiliar)
     examples = [folder / "scene-1.png", folder / "scene-2.png"]
     render_scene(np.random.default_rng(20261125), 256).image.save(examples[0])
-    v2.render_scene(np.random.default_rng(20261130), 128).image.save(examples[1])
+    if model.model.config.world == "scenes-v2":
+        v2.render_scene(np.random.default_rng(20261130), 128).image.save(examples[1])
+    else:
+        render_scene(np.random.default_rng(20261126), 256).image.save(examples[1])
     examples = [str(e) for e in examples]
-    model = Demo.load(str(weights))
     if hard is not None:
         model.pair(Demo.load(str(hard)))
     blocks = app_module.build_app(model, examples=examples)
