@@ -383,8 +383,8 @@ def test_time_limit_stops_in_time_with_the_learning_rate_decayed(scenes, tmp_pat
 def test_the_grounding_options_reach_the_objective_with_each_scene_s_truth(scenes, tmp_path,
                                                                           monkeypatch):
     """--ground-attention, --steer-words (with --steer-classifier-only) and --cell-words each
-    reach their own term of the objective, and every training batch carries its scenes' truth (cells, size/colour/shape
-    words, named, word objects)."""
+    reach their own term of the objective, and every training batch carries its scenes' truth
+    (cells, size/colour/shape words, named, word objects)."""
     settings, batches = {}, []
 
     class Spy(training.Objective):
