@@ -6,9 +6,10 @@ truth:
 
 - **grounding**: every word that names objects (count, size, colour and shape word) pays
   -log of the attention it puts on those objects' cells, as in Liu et al.'s "attention
-  correctness" supervision (AAAI 2017). Crowded scenes fail by *binding* (a colour read on one
-  object, a shape on its neighbour; docs/worlds.md); a map that stays on one object cannot mix
-  them.
+  correctness" supervision (AAAI 2017); with `--ground-each-object` a counted group's words
+  pay for each of its objects, so that the look that says "two" sees both. Crowded scenes
+  fail by *binding* (a colour read on one object, a shape on its neighbour; docs/worlds.md);
+  a map that stays on one object cannot mix them.
 - **steering**: for a share of captions one colour word is predicted a second time with the
   attention put evenly on another object of another colour, and must name *that* colour. The
   LSTM remembers the object it was describing; this teaches the word to follow the look, and
@@ -112,16 +113,24 @@ def named_objects(bits: torch.Tensor, objects: int) -> torch.Tensor:
     return (bits.unsqueeze(-1) >> torch.arange(objects, device=bits.device)) & 1 == 1
 
 
-def grounding_loss(alphas: torch.Tensor, bits: torch.Tensor, cells: torch.Tensor
-                   ) -> torch.Tensor:
+def grounding_loss(alphas: torch.Tensor, bits: torch.Tensor, cells: torch.Tensor,
+                   each_object: bool = False) -> torch.Tensor:
     """Mean -log(attention on the named objects' cells) over the words that name objects.
 
-    `alphas` (B, T, P) predict the words whose bit sets are `bits` (B, T); `cells` (B, O, P)."""
+    `alphas` (B, T, P) predict the words whose bit sets are `bits` (B, T); `cells` (B, O, P).
+    A word that names a counted group ("two red circles") is satisfied by attention on the
+    union of the group's cells, which one object alone can fill; with `each_object` it pays
+    instead the mean of -log(attention on each object of the group), lowest when the look
+    covers every object it counts (log N for N objects, evenly split)."""
     names = named_objects(bits, cells.shape[1])  # (B, T, O)
-    on_target = names.float() @ cells.float() > 0  # (B, T, P)
-    attention = (alphas.float() * on_target).sum(dim=2)
     grounded = names.any(dim=2)
-    return -(attention.clamp_min(1e-6).log() * grounded).sum() / grounded.sum().clamp_min(1)
+    if each_object:
+        per_object = (alphas.float() @ cells.float().transpose(1, 2)).clamp_min(1e-6).log()
+        cost = -(per_object * names).sum(dim=2) / names.sum(dim=2).clamp_min(1)
+    else:
+        on_target = names.float() @ cells.float() > 0  # (B, T, P)
+        cost = -(alphas.float() * on_target).sum(dim=2).clamp_min(1e-6).log()
+    return (cost * grounded).sum() / grounded.sum().clamp_min(1)
 
 
 def draw_steering(captions: torch.Tensor, bits: torch.Tensor, colours: torch.Tensor,

@@ -25,16 +25,18 @@ class Objective(nn.Module):
 
     Inputs are cached encoder features, or uint8 pixels when the encoder is trained too. With
     scene truth (`Pairs(..., truth=...)`), the grounding, steering and cell-word losses of
-    captioner.grounding are added with weight `ground`, share `steer` (through the word
-    classifier alone with `steer_classifier_only`) and weight `cell_words`."""
+    captioner.grounding are added with weight `ground` (per object of a counted group with
+    `ground_each_object`), share `steer` (through the word classifier alone with
+    `steer_classifier_only`) and weight `cell_words`."""
 
     def __init__(self, model: Captioner, penalty: float, pixels: bool, ground: float = 0.0,
                  steer: float = 0.0, cell_words: float = 0.0,
-                 steer_classifier_only: bool = False):
+                 steer_classifier_only: bool = False, ground_each_object: bool = False):
         super().__init__()
         self.model, self.penalty, self.pixels = model, penalty, pixels
         self.ground, self.steer, self.cell_words = ground, steer, cell_words
         self.steer_classifier_only = steer_classifier_only
+        self.ground_each_object = ground_each_object
         self.kinds = attribute_ids(model.vocab)
 
     def forward(self, inputs, captions, *truth):
@@ -53,7 +55,8 @@ class Objective(nn.Module):
         total, ce, alphas = self.model.loss(features, captions, self.penalty,
                                             return_alphas=True)
         if self.ground:
-            total = total + self.ground * grounding_loss(alphas, bits[:, 1:], cells)
+            total = total + self.ground * grounding_loss(alphas, bits[:, 1:], cells,
+                                                         self.ground_each_object)
         if self.steer:
             total = total + steering_loss(self.model, features, captions, bits,
                                           attributes[..., COLOUR], named, cells, self.steer,

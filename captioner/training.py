@@ -250,6 +250,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
 
     objective = Objective(model, cfg.attention_penalty, pixels=cfg.fine_tune_encoder,
                           ground=cfg.ground_attention, steer=cfg.steer_words,
+                          ground_each_object=cfg.ground_each_object,
                           steer_classifier_only=cfg.steer_classifier_only,
                           cell_words=cfg.cell_words)
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],

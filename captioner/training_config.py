@@ -60,6 +60,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     attention_penalty: float = 1.0
     ground_attention: float = 0.0
+    ground_each_object: bool = False
     steer_words: float = 0.0
     steer_classifier_only: bool = False
     cell_words: float = 0.0
@@ -127,6 +128,8 @@ HELP = {
     "attention_penalty": "weight of the doubly stochastic attention penalty",
     "ground_attention": "scene worlds: weight of the loss that puts each object word's "
                         "attention on that object's cells (0: off; captioner/grounding.py)",
+    "ground_each_object": "with --ground-attention: a word naming a counted group puts "
+                          "attention on each of its objects, not only on the group",
     "steer_words": "scene worlds: share of captions in which a colour word is also trained "
                    "looking at another object, to say that object's colour (0: off)",
     "steer_classifier_only": "with --steer-words: that loss trains only the word classifier, "
@@ -238,6 +241,9 @@ def config_problem(cfg: TrainConfig) -> str | None:
         return f"--steer-words is a share of captions, from 0 to 1, got {cfg.steer_words:g}"
     if cfg.steer_classifier_only and not cfg.steer_words:
         return "--steer-classifier-only changes what --steer-words trains: give --steer-words too"
+    if cfg.ground_each_object and not cfg.ground_attention:
+        return ("--ground-each-object changes what --ground-attention trains: give "
+                "--ground-attention too")
     if cfg.init_from and cfg.resume:
         return "--init-from starts a new run; --resume continues one: give only one"
     if cfg.init_from and not (Path(cfg.init_from).expanduser() / "config.json").is_file():

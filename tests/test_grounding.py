@@ -94,6 +94,32 @@ def test_grounding_loss_rewards_attention_on_the_named_objects_only():
     assert named_objects(torch.tensor([0b101]), 3).tolist() == [[True, False, True]]
 
 
+def test_grounding_each_object_makes_a_counted_word_look_at_every_object_it_counts():
+    """The union target is met by a look on one object of "two"; `each_object` is not: it
+    costs the mean of -log(attention on each object), log 2 for an even split, and a single
+    word's cost is the same either way."""
+    cells = torch.zeros(1, 3, 4, dtype=torch.bool)
+    cells[0, 0, 0] = cells[0, 1, 3] = cells[0, 2, 1] = True  # objects 0, 1, 2: cells 0, 3, 1
+    group = torch.tensor([[0b011]])  # "two ...": objects 0 and 1
+    on_first = torch.tensor([[[1.0, 0, 0, 0]]])
+    even = torch.tensor([[[0.5, 0, 0, 0.5]]])
+    skewed = torch.tensor([[[0.8, 0, 0, 0.2]]])
+    assert grounding_loss(on_first, group, cells).item() == pytest.approx(0, abs=1e-5)
+    assert grounding_loss(on_first, group, cells, each_object=True).item() > 5
+    assert grounding_loss(even, group, cells, each_object=True).item() \
+        == pytest.approx(np.log(2), rel=1e-4)
+    assert grounding_loss(skewed, group, cells, each_object=True).item() \
+        == pytest.approx(-(np.log(0.8) + np.log(0.2)) / 2, rel=1e-4)
+    # the third object is not counted: a look that includes it pays for it
+    leaking = torch.tensor([[[0.4, 0.2, 0, 0.4]]])
+    assert grounding_loss(leaking, group, cells, each_object=True).item() \
+        == pytest.approx(-np.log(0.4), rel=1e-4)
+    single = torch.tensor([[0b100]])
+    look = torch.tensor([[[0.3, 0.7, 0, 0]]])
+    assert grounding_loss(look, single, cells, each_object=True).item() \
+        == pytest.approx(grounding_loss(look, single, cells).item(), rel=1e-6)
+
+
 def test_draw_steering_picks_a_colour_word_and_a_named_object_of_another_colour(
         truth_and_vocab):
     truth, vocab, _ = truth_and_vocab

@@ -382,9 +382,10 @@ def test_time_limit_stops_in_time_with_the_learning_rate_decayed(scenes, tmp_pat
 
 def test_the_grounding_options_reach_the_objective_with_each_scene_s_truth(scenes, tmp_path,
                                                                           monkeypatch):
-    """--ground-attention, --steer-words (with --steer-classifier-only) and --cell-words each
-    reach their own term of the objective, and every training batch carries its scenes' truth
-    (cells, size/colour/shape words, named, word objects)."""
+    """--ground-attention (with --ground-each-object), --steer-words (with
+    --steer-classifier-only) and --cell-words each reach their own term of the objective, and
+    every training batch carries its scenes' truth (cells, size/colour/shape words, named, word
+    objects)."""
     settings, batches = {}, []
 
     class Spy(training.Objective):
@@ -399,9 +400,10 @@ def test_the_grounding_options_reach_the_objective_with_each_scene_s_truth(scene
     monkeypatch.setattr(training, "Objective", Spy)
     main(["--dataset", str(scenes), "--output-dir", str(tmp_path / "out"), "--cache-dir",
           str(tmp_path / "cache"), "--epochs", "1", "--ground-attention", "0.25",
-          "--steer-words", "0.75", "--steer-classifier-only", "--cell-words", "0.5", *TINY])
+          "--ground-each-object", "--steer-words", "0.75", "--steer-classifier-only",
+          "--cell-words", "0.5", *TINY])
     assert (settings["ground"], settings["steer"], settings["cell_words"]) == (0.25, 0.75, 0.5)
-    assert settings["steer_classifier_only"] is True
+    assert settings["steer_classifier_only"] is True and settings["ground_each_object"] is True
     cells, attributes, named, words = batches[0]
     assert cells[:2] == attributes[:2] == named and attributes[2] == 3 and len(words) == 2
 
