@@ -364,3 +364,33 @@ def test_cell_words_loss_reads_each_object_s_own_cells_with_an_empty_memory(make
     wide = cells.clone()
     wide[0, 0, 7] = True
     assert loss(wide) == pytest.approx(np.log(2) / 6, abs=1e-3)  # 1 of 6 terms is log 2
+
+
+def test_objective_grounds_each_object_of_a_counted_group_when_asked(make_model):
+    """With `ground_each_object` the objective's grounding term is, for the words of "two
+    small red circles", the mean of -log(attention on each circle), not -log of their sum."""
+    model = make_model(seed=4, vocab=[*SPECIALS, *WORDS])
+    vocab = model.vocab
+    text = "two small red circles above a big blue square"
+    captions = torch.tensor([vocab.encode(text)])
+    bits = torch.tensor([word_objects(text, [SQUARE, CIRCLE_1, CIRCLE_2], 20)])
+    cells = torch.zeros(1, 3, 16, dtype=torch.bool)
+    cells[0, 0, 3] = cells[0, 1, 12] = cells[0, 2, 13] = True  # square, circle 1, circle 2
+    attributes = torch.full((1, 3, 3), -1)
+    named = torch.ones(1, 3, dtype=torch.bool)
+    torch.manual_seed(0)
+    features = model.encode(torch.randn(1, 3, 32, 32))
+    _, alphas = model(features, captions)
+    plain = Objective(model, penalty=0.0, pixels=False)(features, captions)[0]
+
+    def grounded(each):
+        return Objective(model, penalty=0.0, pixels=False, ground=1.0, ground_each_object=each)(
+            features, captions, cells, attributes, named, bits)[0] - plain
+
+    group = [-(alphas[0, t, 12].log() + alphas[0, t, 13].log()) / 2 for t in range(4)]
+    square = [-alphas[0, t, 3].log() for t in (6, 7, 8)]  # steps saying "big blue square"
+    assert grounded(True).item() == pytest.approx(torch.stack(group + square).mean().item(),
+                                                  rel=1e-4)
+    union = [-(alphas[0, t, 12] + alphas[0, t, 13]).log() for t in range(4)]
+    assert grounded(False).item() == pytest.approx(torch.stack(union + square).mean().item(),
+                                                   rel=1e-4)
