@@ -324,6 +324,11 @@ WORD_QUERY = (
     "(`word_query` in config.json), so after \"a small\" the model can look for a small "
     "object; the paper asks from the state alone, which has not read that word yet.")
 
+LOCATION_QUERY = (
+    "\n\n**Location query**: the attention is also asked where the last word looked "
+    "(`location_query` in config.json, a small convolution of that map as in Chorowski et al. "
+    "2015), so the shape word after \"red\" can stay on the red object the colour word found.")
+
 
 def pointing_note(metrics: dict, cfg: dict | None = None) -> str:
     """The pointing game's definition when it was measured (and steering's, when that was);
@@ -398,7 +403,8 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
         attention="hard" if cfg.get("attention") == "hard" else "soft",
         attention_note=(HARD_ATTENTION.format(readout=readout_text(cfg))
                         if cfg.get("attention") == "hard" else "")
-        + (WORD_QUERY if cfg.get("word_query") else ""),
+        + (WORD_QUERY if cfg.get("word_query") else "")
+        + (LOCATION_QUERY if cfg.get("location_query") else ""),
         percent_note="; exact content and pointing are percentages (%)" if fractions else "",
         skipped=(" Skipped: " + "; ".join(skipped) + ".") if skipped else "",
         selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics, cfg),

@@ -36,6 +36,7 @@ ATTENTION_KINDS = ("soft", "hard")
 HARD_READOUTS = ("expectation", "argmax")
 # Hard attention's training settings, those of the authors' code (arctic-captions, capgen.py):
 SEMI_SAMPLING_P = 0.5  # chance that a batch reads one sampled cell per word (else: expectation)
+LOCATION_CHANNELS, LOCATION_KERNEL = 8, 5  # location query: filters over the last map, width
 ENTROPY_BONUS = 0.002  # weight of the attention entropy, against collapsing onto one cell early
 BASELINE_DECAY = 0.9  # moving-average baseline: b <- 0.9 b + 0.1 mean reward
 
@@ -70,6 +71,10 @@ class CaptionerConfig:
     # `word_query` the query also sees that word (a projection that starts at zero, so a
     # model switched on from a saved one starts out computing exactly what the saved one did).
     word_query: bool = False
+    # With `location_query` the query also sees where the previous word looked (a small
+    # convolution of its map, Chorowski et al. 2015), so the shape word after "red" can stay
+    # on the red object the colour word found; also starts at zero like `word_query`.
+    location_query: bool = False
     # The scene world it was trained on (captioner.scenes.worlds); "" for other data. Configs
     # saved before worlds existed have none: `scenes.world_of` reads their vocabulary.
     world: str = ""
@@ -165,10 +170,11 @@ class Encoder(nn.Module):
 
 class Attention(nn.Module):
     """Additive (Bahdanau) attention over the grid: alpha = softmax(w . tanh(Wf f + Wh h)),
-    plus We e (the embedding of the word just said) inside the tanh when `word_dim` is given."""
+    plus We e (the embedding of the word just said) inside the tanh when `word_dim` is given,
+    and U (F * alpha_prev) (filters over the last word's map on the grid) when `grid` is."""
 
     def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int,
-                 word_dim: int | None = None):
+                 word_dim: int | None = None, grid: int | None = None):
         super().__init__()
         self.feature_proj = nn.Linear(feature_dim, attention_dim)
         self.hidden_proj = nn.Linear(hidden_dim, attention_dim)
@@ -178,14 +184,26 @@ class Attention(nn.Module):
             self.word_proj = nn.Linear(word_dim, attention_dim)
             nn.init.zeros_(self.word_proj.weight)  # starts as the paper's query (see config)
             nn.init.zeros_(self.word_proj.bias)
+        self.grid = grid
+        if grid is not None:
+            self.location_conv = nn.Conv2d(1, LOCATION_CHANNELS, LOCATION_KERNEL,
+                                           padding=LOCATION_KERNEL // 2)
+            self.location_proj = nn.Linear(LOCATION_CHANNELS, attention_dim)
+            nn.init.zeros_(self.location_proj.weight)  # starts as the query without it
+            nn.init.zeros_(self.location_proj.bias)
 
-    def forward(self, features, projected, hidden, word=None):
+    def forward(self, features, projected, hidden, word=None, previous=None):
         """`projected` = feature_proj(features), computed once per image, not once per word;
-        `word` (B, word_dim) the embedded word just said, used with `word_dim`."""
+        `word` (B, word_dim) the embedded word just said, used with `word_dim`; `previous`
+        (B, P) the last word's attention, used with `grid`."""
         query = self.hidden_proj(hidden)
         if self.word_proj is not None:
             query = query + self.word_proj(word)
-        energy = self.score(torch.tanh(projected + query.unsqueeze(1)))
+        keys = projected + query.unsqueeze(1)
+        if self.grid is not None:
+            maps = previous.view(-1, 1, self.grid, self.grid)
+            keys = keys + self.location_proj(self.location_conv(maps).flatten(2).transpose(1, 2))
+        energy = self.score(torch.tanh(keys))
         alpha = energy.squeeze(2).softmax(dim=1)
         return self.read(alpha, features), alpha
 
@@ -238,9 +256,10 @@ class DecoderState:
 
     h: torch.Tensor
     c: torch.Tensor
+    alpha: torch.Tensor  # the last word's attention (B, P); uniform before the first word
 
     def select(self, index: torch.Tensor) -> DecoderState:
-        return DecoderState(self.h[index], self.c[index])
+        return DecoderState(self.h[index], self.c[index], self.alpha[index])
 
 
 class Captioner(
@@ -264,7 +283,8 @@ class Captioner(
         d_feat, d_hid = self.encoder.out_dim, config.hidden_dim
         self.embedding = nn.Embedding(len(self.vocab), config.embed_dim)
         self.attention = Attention(d_feat, d_hid, config.attention_dim,
-                                   config.embed_dim if config.word_query else None)
+                                   config.embed_dim if config.word_query else None,
+                                   config.grid_size if config.location_query else None)
         self.init_h = nn.Linear(d_feat, d_hid)
         self.init_c = nn.Linear(d_feat, d_hid)
         self.gate = nn.Linear(d_hid, d_feat)  # "selector" beta: how much context this word needs
@@ -286,7 +306,9 @@ class Captioner(
     def init_state(self, features: torch.Tensor) -> tuple[DecoderState, torch.Tensor]:
         """Initial LSTM state from the mean feature, and the attention projection of the grid."""
         mean = features.mean(dim=1)
-        state = DecoderState(torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        uniform = features.new_full(features.shape[:2], 1.0 / features.shape[1])
+        state = DecoderState(torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)),
+                             uniform)
         return state, self.attention.feature_proj(features)
 
     def advance(self, words, state: DecoderState, features, projected, override=None,
@@ -301,7 +323,7 @@ class Captioner(
         training hard attention); by default soft attention reads the expectation and hard
         attention in eval mode its `hard_readout`."""
         embedded = self.embedding(words)
-        context, alpha = self.attention(features, projected, state.h, embedded)
+        context, alpha = self.attention(features, projected, state.h, embedded, state.alpha)
         if override is not None:
             rows, maps = override
             alpha = torch.where(rows.unsqueeze(1), maps.to(alpha.dtype), alpha)
@@ -313,7 +335,7 @@ class Captioner(
         gate = torch.sigmoid(self.gate(state.h))
         context = gate * context
         h, c = self.lstm(torch.cat([embedded, context], dim=1), (state.h, state.c))
-        return torch.cat([h, context], dim=1), DecoderState(h, c), alpha, gate
+        return torch.cat([h, context], dim=1), DecoderState(h, c, alpha), alpha, gate
 
     def step(self, words, state: DecoderState, features, projected, override=None, read=None):
         """One word: returns logits (B, V), the new state, the attention weights (B, P) and

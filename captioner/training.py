@@ -201,11 +201,13 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         grid_size=cfg.grid, coord_channels=cfg.coord_channels, embed_dim=cfg.embed_dim,
         attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
         image_size=cfg.image_size, attention=cfg.attention, word_query=cfg.word_query,
+        location_query=cfg.location_query,
         world=get_world(cfg.dataset).name if is_world(cfg.dataset) else ""))
     if cfg.init_from:
         model = start_from(cfg.init_from, model.config)
         vocab = Vocabulary(model.config.vocab)  # the saved word ids keep their meaning
         cfg.word_query = model.config.word_query  # kept from it: the card says what it is
+        cfg.location_query = model.config.location_query
     elif cfg.pretrained_encoder:
         try:
             model.encoder.load_imagenet_weights(cfg.encoder)
@@ -361,8 +363,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
 
 # Settings that change how attention is used, not the weights: a soft model can start a hard
 # run (its attention then proposes the cells that hard attention samples from), and any model
-# a run whose query also sees the word just said (its projection starts at zero).
-ATTENTION_SETTINGS = ("attention", "hard_readout", "word_query")
+# a run whose query also sees the word just said or the last look (projections start at zero).
+ATTENTION_SETTINGS = ("attention", "hard_readout", "word_query", "location_query")
 
 
 def start_from(folder: str, config: CaptionerConfig) -> Captioner:
@@ -375,7 +377,8 @@ def start_from(folder: str, config: CaptionerConfig) -> Captioner:
     except (OSError, ValueError) as e:
         raise SystemExit(f"--init-from {folder}: {e}") from e
     saved, wanted = asdict(model.config), asdict(config)
-    wanted["word_query"] |= saved["word_query"]  # kept: dropping it would change the model
+    for query in ("word_query", "location_query"):  # kept: dropping one would change the model
+        wanted[query] |= saved[query]
     known = set(saved["vocab"])
     missing = [w for w in wanted["vocab"] if w not in known]
     if missing:

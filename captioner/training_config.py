@@ -38,6 +38,7 @@ class TrainConfig:
     dropout: float = 0.5
     attention: str = "soft"
     word_query: bool = False
+    location_query: bool = False
     pretrained_encoder: bool = True
     fine_tune_encoder: bool = False
     fine_tune_stages: int = 0
@@ -106,6 +107,9 @@ HELP = {
     "word_query": "the attention query also sees the word just said (the paper's: the LSTM "
                   "state alone; see CaptionerConfig); an --init-from model that has it keeps "
                   "it",
+    "location_query": "the attention query also sees where the last word looked (a "
+                      "convolution of its map; see CaptionerConfig); an --init-from model that "
+                      "has it keeps it",
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",

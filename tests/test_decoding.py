@@ -188,7 +188,7 @@ class BigramModel:
         from captioner.model import DecoderState
 
         zeros = torch.zeros(features.shape[0], 1)
-        return DecoderState(zeros, zeros), features
+        return DecoderState(zeros, zeros, zeros), features
 
     def step(self, words, state, features, projected, override=None):
         alpha = torch.full(features.shape[:2], 1 / features.shape[1])

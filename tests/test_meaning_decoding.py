@@ -13,16 +13,23 @@ from captioner.hub import BUNDLED_WEIGHTS, load_model
 from captioner.scenes import render_scene, scene_rng
 
 
-def reference_step(model, word: int, h, c, features, override=None):
+def reference_step(model, word: int, h, c, features, override=None, previous=None):
     """One decoder step from the paper's equations and the model's raw weights (one image):
     returns log-probabilities of the next word (pad and start excluded), attention, gate, h, c.
     With `word_query` the query also holds the projected embedding of `word`, the word just
-    said (docs/worlds.md)."""
+    said (docs/worlds.md); with `location_query`, each cell's key also holds the projected
+    filters of `previous`, the last word's attention on the grid (uniform before the first)."""
     att = model.attention
     query = F.linear(h, att.hidden_proj.weight, att.hidden_proj.bias)
     if model.config.word_query:
         query = query + F.linear(model.embedding.weight[word], att.word_proj.weight,
                                  att.word_proj.bias)
+    if model.config.location_query:
+        g, conv = model.config.grid_size, att.location_conv
+        filtered = F.conv2d(previous.reshape(1, 1, g, g), conv.weight, conv.bias,
+                            padding=conv.weight.shape[-1] // 2)  # (1, filters, rows, columns)
+        cells = filtered[0].reshape(filtered.shape[1], g * g).T  # row-major: cell = row*g + col
+        query = query + F.linear(cells, att.location_proj.weight, att.location_proj.bias)
     energy = F.linear(torch.tanh(F.linear(features, att.feature_proj.weight, att.feature_proj.bias)
                                  + query), att.score.weight, att.score.bias)[:, 0]
     alpha = torch.exp(energy - energy.max())
@@ -54,10 +61,12 @@ def replay(model, features, words, overrides=None):
     h, c = torch.tanh(model.init_h(mean)), torch.tanh(model.init_c(mean))
     ids = [vocab.index[w] for w in words]
     previous, steps, total = vocab.start_id, [], 0.0
+    look = torch.full((features.shape[0],), 1.0 / features.shape[0])
     for t, word in enumerate(ids):
         logp, alpha, gate, h, c = reference_step(model, previous, h, c, features,
-                                                 (overrides or {}).get(t))
+                                                 (overrides or {}).get(t), look)
         steps.append((logp, alpha, gate))
+        look = alpha
         total += logp[word].item()
         previous = word
     return steps, total
@@ -71,13 +80,17 @@ def random_features(model, n=3, seed=1):
     return model.encode(torch.randn(n, 3, size, size, generator=g) * 2)
 
 
-@pytest.fixture
-def peaky(make_model):
-    """A tiny model with a sharp classifier, so decisions are clear of float noise."""
-    model = make_model(seed=5)
+@pytest.fixture(params=[False, True], ids=["query", "location-query"])
+def peaky(make_model, request):
+    """A tiny model with a sharp classifier, so decisions are clear of float noise; once as
+    the paper's, once whose query also sees the last look (with weights that move it)."""
+    model = make_model(seed=5, location_query=request.param)
     with torch.no_grad():
         model.classifier.weight.mul_(6)
         model.classifier.bias.normal_(0, 2, generator=torch.Generator().manual_seed(0))
+        if request.param:
+            model.attention.location_proj.weight.normal_(
+                0, 2, generator=torch.Generator().manual_seed(1))
     return model
 
 
@@ -88,8 +101,10 @@ def test_model_step_is_the_attend_gate_lstm_equations(peaky):
     words = torch.tensor([4, 7, 9])
     logits, new, alpha, gate = model.step(words, state, features, projected)
     for b in range(3):
+        uniform = torch.full((features.shape[1],), 1.0 / features.shape[1])
         logp, ref_alpha, ref_gate, h, c = reference_step(model, words[b].item(), state.h[b],
-                                                         state.c[b], features[b])
+                                                         state.c[b], features[b],
+                                                         previous=uniform)
         want = logits[b].log_softmax(0)
         keep = torch.isfinite(logp)
         assert torch.allclose(want[keep], logp[keep], atol=1e-5)

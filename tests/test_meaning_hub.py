@@ -466,6 +466,17 @@ def test_only_a_word_query_card_says_the_query_hears_the_word(tmp_path, word_que
         assert text.index("**Hard attention**") < text.index("**Word query**")
 
 
+@pytest.mark.parametrize("location_query", [False, True])
+def test_only_a_location_query_card_says_the_query_sees_the_last_look(tmp_path, location_query):
+    from test_hub import write_card
+
+    from captioner.hub import LOCATION_QUERY, WORD_QUERY
+
+    _, text = write_card(tmp_path, cfg={"word_query": True, "location_query": location_query})
+    assert (LOCATION_QUERY in text) == location_query
+    assert WORD_QUERY in text  # beside the word query's note, not in place of it
+
+
 def test_a_scenes_v2_card_describes_that_world(tmp_path):
     from test_hub import write_card
 

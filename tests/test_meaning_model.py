@@ -4,6 +4,7 @@ as shared as any other, and load errors that name every problem."""
 
 import os
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from torchvision import models
 
 import captioner.hub
 import captioner.model
-from captioner.model import Attention, Captioner, WeightsError, check_state_dict
+from captioner.model import Attention, Captioner, DecoderState, WeightsError, check_state_dict
 
 
 def trainable(encoder):
@@ -338,3 +339,63 @@ def test_a_word_query_model_reloads_bit_identically(make_model, tmp_path):
     assert again.config.word_query
     for name, tensor in model.state_dict().items():
         assert torch.equal(again.state_dict()[name], tensor), name
+
+
+def with_location_query(plain: Captioner) -> Captioner:
+    """`plain`'s weights in a model whose query also sees where the last word looked."""
+    model = Captioner(replace(plain.config, location_query=True)).eval()
+    model.load_state_dict({**model.state_dict(), **plain.state_dict()})
+    return model
+
+
+def test_the_location_query_starts_as_without_it_and_keeps_the_last_look(make_model):
+    """Switched on, the projection of the last look starts at zero: logits and attention are
+    bit-identical to the model without it. The state carries each word's look, the forced one
+    where "Look here" forced it, and the next word's look depends on it."""
+    plain = make_model(seed=6)
+    model = with_location_query(plain)
+    features = torch.randn(1, 16, model.encoder.out_dim)
+    captions = torch.tensor([[1, 4, 5, 6, 2]])
+    for mine, theirs in zip(model(features, captions), plain(features, captions)):
+        assert torch.equal(mine, theirs)
+    with torch.no_grad():
+        model.attention.location_proj.weight.normal_()
+    state, projected = model.init_state(features)
+    forced = torch.zeros(1, 16)
+    forced[0, 9] = 1.0
+    _, after_forced, _, _ = model.step(torch.tensor([4]), state, features, projected,
+                                       override=(torch.tensor([True]), forced))
+    assert torch.equal(after_forced.alpha, forced)
+    _, after_own, own_look, _ = model.step(torch.tensor([4]), state, features, projected)
+    assert torch.equal(after_own.alpha, own_look)
+    moved = DecoderState(after_own.h, after_own.c, forced)
+    next_look = model.step(torch.tensor([5]), after_own, features, projected)[2]
+    next_after_forced = model.step(torch.tensor([5]), moved, features, projected)[2]
+    assert (next_look - next_after_forced).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_the_last_look_raises_the_score_of_the_cell_it_looked_at(make_model):
+    """With a filter that copies the last map (a one at its centre) and a projection that
+    turns it into a step along the score's direction, only the cell the last word looked at
+    (row 1, column 4 of a 6x6 grid: not its transpose) gains score; every other cell keeps
+    its score up to the softmax's shared shift."""
+    model = with_location_query(make_model(seed=7, grid_size=6, image_size=48))
+    att = model.attention
+    att.location_conv.weight.zero_()
+    att.location_conv.bias.zero_()
+    centre = att.location_conv.weight.shape[-1] // 2
+    att.location_conv.weight[0, 0, centre, centre] = 1.0
+    att.location_proj.weight.zero_()
+    att.location_proj.weight[:, 0] = 3.0 * att.score.weight[0].sign()
+    features = torch.randn(1, 36, model.encoder.out_dim)
+    hidden = torch.randn(1, model.config.hidden_dim)
+    projected = att.feature_proj(features)
+    looked = torch.zeros(1, 36)
+    looked[0, 1 * 6 + 4] = 1.0
+    _, before = att(features, projected, hidden, previous=torch.zeros(1, 36))
+    _, after = att(features, projected, hidden, previous=looked)
+    gain = (after.log() - before.log())[0]
+    others = torch.cat([gain[:10], gain[11:]])
+    assert gain[10] - others.mean() > 0.1
+    assert torch.allclose(others, others.mean().expand_as(others), atol=1e-5)

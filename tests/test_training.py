@@ -536,21 +536,23 @@ def test_num_eval_scenes_makes_small_validation_and_test_sets(tmp_path):
     assert sizes == {"train": 12, "validation": 3, "test": 3}
 
 
-def test_init_from_switches_the_word_query_on_and_keeps_it(make_model, tmp_path):
-    """--init-from a plain model with --word-query: the saved weights, the word's projection
-    at zero. From a model that has it, a run without the flag keeps it and its weights
-    (dropping it would silently change the model)."""
+@pytest.mark.parametrize("query, projection", [("word_query", "word_proj"),
+                                               ("location_query", "location_proj")])
+def test_init_from_switches_a_query_on_and_keeps_it(make_model, tmp_path, query, projection):
+    """--init-from a plain model with --word-query (or --location-query): the saved weights,
+    the new projection at zero. From a model that has it, a run without the flag keeps it and
+    its weights (dropping it would silently change the model)."""
     plain = make_model(seed=5)
     plain.save(tmp_path / "plain")
-    switched = start_from(str(tmp_path / "plain"), replace(plain.config, word_query=True))
-    assert switched.config.word_query
-    assert not switched.attention.word_proj.weight.any()
+    switched = start_from(str(tmp_path / "plain"), replace(plain.config, **{query: True}))
+    assert getattr(switched.config, query)
+    assert not getattr(switched.attention, projection).weight.any()
     for name, tensor in plain.state_dict().items():
         assert torch.equal(switched.state_dict()[name], tensor), name
     with torch.no_grad():
-        switched.attention.word_proj.weight.fill_(0.25)
-    switched.save(tmp_path / "worded")
-    kept = start_from(str(tmp_path / "worded"), plain.config)
-    assert kept.config.word_query
-    assert torch.equal(kept.attention.word_proj.weight,
-                       torch.full_like(kept.attention.word_proj.weight, 0.25))
+        getattr(switched.attention, projection).weight.fill_(0.25)
+    switched.save(tmp_path / "switched")
+    kept = start_from(str(tmp_path / "switched"), plain.config)
+    assert getattr(kept.config, query)
+    weight = getattr(kept.attention, projection).weight
+    assert torch.equal(weight, torch.full_like(weight, 0.25))
