@@ -299,11 +299,19 @@ def test_load_model_puts_the_whole_model_on_the_device_and_reads_weights_straigh
     assert model.encoder.coord_grid.device.type == "meta"
 
 
-def with_word_query(plain: Captioner) -> Captioner:
-    """`plain`'s weights in a model whose query also sees the word just said."""
-    model = Captioner(tiny_config(word_query=True)).eval()
+def switched_on(plain: Captioner, query: str) -> Captioner:
+    """`plain`'s weights in a model whose query also sees the word just said (`word_query`)
+    or where the last word looked (`location_query`)."""
+    model = Captioner(replace(plain.config, **{query: True})).eval()
     model.load_state_dict({**model.state_dict(), **plain.state_dict()})
     return model
+
+
+def assert_same_outputs(model, plain, features):
+    """Every logit and attention weight of a teacher-forced caption is bit-identical."""
+    captions = torch.tensor([[1, 4, 5, 6, 2]])
+    for mine, theirs in zip(model(features, captions), plain(features, captions)):
+        assert torch.equal(mine, theirs)
 
 
 def first_looks(model, features, first_words):
@@ -318,11 +326,9 @@ def test_the_word_query_starts_as_the_paper_and_then_lets_the_word_move_the_look
     after another word; the paper's query (the state alone) looks at the same place whatever
     the word was."""
     plain = make_model(seed=3)
-    model = with_word_query(plain)
+    model = switched_on(plain, "word_query")
     features = torch.randn(1, 16, model.encoder.out_dim)
-    captions = torch.tensor([[1, 4, 5, 6, 2]])
-    for mine, theirs in zip(model(features, captions), plain(features, captions)):
-        assert torch.equal(mine, theirs)
+    assert_same_outputs(model, plain, features)
     with torch.no_grad():
         model.attention.word_proj.weight.normal_()
     small, big = first_looks(model, features, [4, 5])
@@ -332,7 +338,7 @@ def test_the_word_query_starts_as_the_paper_and_then_lets_the_word_move_the_look
 
 
 def test_a_word_query_model_reloads_bit_identically(make_model, tmp_path):
-    model = with_word_query(make_model(seed=4))
+    model = switched_on(make_model(seed=4), "word_query")
     with torch.no_grad():
         model.attention.word_proj.bias.normal_()
     again = Captioner.from_pretrained(str(model.save(tmp_path / "m")))
@@ -341,23 +347,14 @@ def test_a_word_query_model_reloads_bit_identically(make_model, tmp_path):
         assert torch.equal(again.state_dict()[name], tensor), name
 
 
-def with_location_query(plain: Captioner) -> Captioner:
-    """`plain`'s weights in a model whose query also sees where the last word looked."""
-    model = Captioner(replace(plain.config, location_query=True)).eval()
-    model.load_state_dict({**model.state_dict(), **plain.state_dict()})
-    return model
-
-
 def test_the_location_query_starts_as_without_it_and_keeps_the_last_look(make_model):
     """Switched on, the projection of the last look starts at zero: logits and attention are
     bit-identical to the model without it. The state carries each word's look, the forced one
     where "Look here" forced it, and the next word's look depends on it."""
     plain = make_model(seed=6)
-    model = with_location_query(plain)
+    model = switched_on(plain, "location_query")
     features = torch.randn(1, 16, model.encoder.out_dim)
-    captions = torch.tensor([[1, 4, 5, 6, 2]])
-    for mine, theirs in zip(model(features, captions), plain(features, captions)):
-        assert torch.equal(mine, theirs)
+    assert_same_outputs(model, plain, features)
     with torch.no_grad():
         model.attention.location_proj.weight.normal_()
     state, projected = model.init_state(features)
@@ -380,7 +377,7 @@ def test_the_last_look_raises_the_score_of_the_cell_it_looked_at(make_model):
     turns it into a step along the score's direction, only the cell the last word looked at
     (row 1, column 4 of a 6x6 grid: not its transpose) gains score; every other cell keeps
     its score up to the softmax's shared shift."""
-    model = with_location_query(make_model(seed=7, grid_size=6, image_size=48))
+    model = switched_on(make_model(seed=7, grid_size=6, image_size=48), "location_query")
     att = model.attention
     att.location_conv.weight.zero_()
     att.location_conv.bias.zero_()
@@ -391,11 +388,12 @@ def test_the_last_look_raises_the_score_of_the_cell_it_looked_at(make_model):
     features = torch.randn(1, 36, model.encoder.out_dim)
     hidden = torch.randn(1, model.config.hidden_dim)
     projected = att.feature_proj(features)
+    cell = 1 * 6 + 4  # row 1, column 4, row-major
     looked = torch.zeros(1, 36)
-    looked[0, 1 * 6 + 4] = 1.0
+    looked[0, cell] = 1.0
     _, before = att(features, projected, hidden, previous=torch.zeros(1, 36))
     _, after = att(features, projected, hidden, previous=looked)
     gain = (after.log() - before.log())[0]
-    others = torch.cat([gain[:10], gain[11:]])
-    assert gain[10] - others.mean() > 0.1
+    others = torch.cat([gain[:cell], gain[cell + 1:]])
+    assert gain[cell] - others.mean() > 0.1
     assert torch.allclose(others, others.mean().expand_as(others), atol=1e-5)
