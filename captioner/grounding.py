@@ -84,9 +84,9 @@ def scene_truth(split, vocab: Vocabulary, max_len: int, centres: np.ndarray,
                 image_size: int) -> SceneTruth:
     """`SceneTruth` of a split with an ``objects`` column (the scene worlds)."""
     if "objects" not in split.column_names:
-        raise ValueError("--ground-attention, --steer-words and --cell-words need each image's "
-                         "objects (an 'objects' column with boxes): train on a scene world, e.g. "
-                         "--dataset scenes-v2")
+        raise ValueError("--ground-attention, --steer-words, --cell-words and --self-critical "
+                         "need each image's objects (an 'objects' column with boxes): train on "
+                         "a scene world, e.g. --dataset scenes-v2")
     scenes = [[as_object(o) for o in objs] for objs in split["objects"]]
     captions = split["captions"]
     most = max(1, max(len(s) for s in scenes))

@@ -40,6 +40,7 @@ from captioner.objective import Objective, Pairs
 from captioner.preprocess import resized_pixels, to_model_input
 from captioner.run_report import finish, write_log
 from captioner.scenes import generate_scenes, get_world, is_world
+from captioner.self_critical import scene_objects
 from captioner.training_config import TrainConfig, parse_args
 from captioner.vocab import Vocabulary
 
@@ -236,7 +237,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
               "validation": dataset["validation"].select(
                   range(min(cfg.max_eval_images, len(dataset["validation"]))))}
     truth = None  # scene ground truth for grounding/steering/cell words, checked before encoding
-    if cfg.ground_attention or cfg.steer_words or cfg.cell_words:
+    if cfg.ground_attention or cfg.steer_words or cfg.cell_words or cfg.self_critical:
         try:
             truth = scene_truth(splits["train"], vocab, cfg.max_caption_len,
                                 model.encoder.cell_centres(), mcfg.image_size)
@@ -254,7 +255,9 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                           ground=cfg.ground_attention, steer=cfg.steer_words,
                           ground_each_object=cfg.ground_each_object,
                           steer_classifier_only=cfg.steer_classifier_only,
-                          cell_words=cfg.cell_words)
+                          cell_words=cfg.cell_words, self_critical=cfg.self_critical,
+                          scenes=scene_objects(splits["train"]) if cfg.self_critical else None,
+                          samples=cfg.self_critical_samples, max_len=cfg.max_len)
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
                "lr": cfg.lr}]
     if cfg.fine_tune_encoder:
@@ -296,9 +299,10 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         acc.print(f"epoch {epoch} started", flush=True)
         pairs = epoch_pairs(captions["train"], cfg.captions_per_image, cfg.seed, epoch)
         loader = acc.prepare(torch.utils.data.DataLoader(
-            Pairs(inputs["train"], captions["train"], pairs, truth), batch_size=cfg.batch_size))
+            Pairs(inputs["train"], captions["train"], pairs, truth,
+                  indices=bool(cfg.self_critical)), batch_size=cfg.batch_size))
         objective.train()
-        running, seen = 0.0, 0
+        running, seen, rewards = 0.0, 0, []
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not acc.is_main_process)
         for batch_inputs, batch_captions, *batch_truth in bar:
             with acc.accumulate(objective):
@@ -313,7 +317,12 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             running += ce.item() * len(batch_captions)
             seen += len(batch_captions)
             batches_run += 1
-            bar.set_postfix(loss=f"{running / seen:.3f}")
+            reward = acc.unwrap_model(objective).last_reward
+            if reward is None:
+                bar.set_postfix(loss=f"{running / seen:.3f}")
+            else:
+                rewards.append(reward)
+                bar.set_postfix(loss=f"{running / seen:.3f}", reward=f"{np.mean(rewards):.3f}")
         running, seen = acc.reduce(torch.tensor([running, seen], device=acc.device)).tolist()
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(objective)
@@ -321,6 +330,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             row = {"epoch": epoch, "train_loss": round(running / max(seen, 1), 4),
                    "val_loss": round(validation_loss(unwrapped, val_loader, acc.device), 4),
                    "lr": scheduler.get_last_lr()[0]}
+            if rewards:  # this process's: the drawn captions' mean reward (self-critical)
+                row["train_reward"] = round(float(np.mean(rewards)), 4)
             metrics = evaluate_split(model, splits["validation"], beam_size=1,
                                      max_len=cfg.max_len, features=None
                                      if cfg.fine_tune_encoder else inputs["validation"],

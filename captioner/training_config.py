@@ -65,6 +65,8 @@ class TrainConfig:
     steer_words: float = 0.0
     steer_classifier_only: bool = False
     cell_words: float = 0.0
+    self_critical: float = 0.0
+    self_critical_samples: int = 4
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "auto"
     patience: int = 5
@@ -140,6 +142,10 @@ HELP = {
                              "not the LSTM that remembers the caption so far",
     "cell_words": "scene worlds: weight of the loss that makes each object's cells, read "
                   "alone, say its size, colour and shape word (0: off)",
+    "self_critical": "scene worlds: weight of self-critical training (Rennie et al. 2017): "
+                     "captions drawn from the model are rewarded for what they get right "
+                     "about the scene (0: off; captioner/self_critical.py)",
+    "self_critical_samples": "with --self-critical: captions drawn per image-caption pair",
     "gradient_accumulation_steps": "batches per optimiser step",
     "mixed_precision": "auto (bf16 on CUDA), no, fp16 or bf16",
     "patience": "stop after N epochs without a better validation score (0: never)",
@@ -248,6 +254,9 @@ def config_problem(cfg: TrainConfig) -> str | None:
     if cfg.ground_each_object and not cfg.ground_attention:
         return ("--ground-each-object changes what --ground-attention trains: give "
                 "--ground-attention too")
+    if cfg.self_critical_samples < 2:
+        return ("--self-critical-samples must be at least 2 (each caption's baseline is the "
+                f"others' mean reward), got {cfg.self_critical_samples}")
     if cfg.init_from and cfg.resume:
         return "--init-from starts a new run; --resume continues one: give only one"
     if cfg.init_from and not (Path(cfg.init_from).expanduser() / "config.json").is_file():

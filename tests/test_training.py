@@ -26,6 +26,7 @@ from captioner.model import Captioner
 from captioner.scenes import generate_scenes
 from captioner.training import epochs_that_fit, main, start_from
 from captioner.visualize import upsample_attention
+from captioner.vocab import Vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--encoder", "resnet18", "--encoder-stage", "1", "--grid", "4", "--image-size", "32",
@@ -408,12 +409,45 @@ def test_the_grounding_options_reach_the_objective_with_each_scene_s_truth(scene
     assert cells[:2] == attributes[:2] == named and attributes[2] == 3 and len(words) == 2
 
 
-@pytest.mark.parametrize("flag", ["--ground-attention", "--steer-words", "--cell-words"])
+def test_self_critical_training_rewards_each_pair_against_its_own_scene(scenes, tmp_path,
+                                                                       monkeypatch):
+    """--self-critical and --self-critical-samples reach the objective with the training
+    scenes; each batch's image indices name the scenes of its captions, and the epoch's log
+    row has the drawn captions' mean reward."""
+    batches = []
+
+    class Spy(training.Objective):
+        def forward(self, inputs, captions, *truth):
+            if truth:  # a training batch (validation's has none)
+                batches.append((self.self_critical, self.samples, captions, truth[-1],
+                                self.scenes))
+            return super().forward(inputs, captions, *truth)
+
+    monkeypatch.setattr(training, "Objective", Spy)
+    out = tmp_path / "out"
+    main(["--dataset", str(scenes), "--output-dir", str(out), "--cache-dir",
+          str(tmp_path / "cache"), "--epochs", "1", "--self-critical", "0.5",
+          "--self-critical-samples", "3", "--max-len", "6", *TINY])
+    train = rows(scenes, "train")
+    weight, samples, captions, images, known = batches[0]
+    assert (weight, samples) == (0.5, 3) and len(known) == len(train)
+    vocab = Vocabulary(json.loads((out / "config.json").read_text())["vocab"])
+    for caption, image in zip(captions, images.tolist()):  # the caption is one of its scene's
+        assert vocab.decode(caption.tolist()) in [vocab.decode(vocab.encode(c))
+                                                  for c in train[image]["captions"]]
+        assert [o.kind for o in known[image]] == [
+            (o["size"], o["color"], o["shape"]) for o in train[image]["objects"]]
+    reward = json.loads((out / "log.jsonl").read_text().splitlines()[0])["train_reward"]
+    assert -0.5 <= reward <= 2.0
+
+
+@pytest.mark.parametrize("flag", ["--ground-attention", "--steer-words", "--cell-words",
+                                  "--self-critical"])
 def test_grounding_needs_objects_and_says_so_before_encoding(scenes, tmp_path, flag):
-    """A caption folder without object boxes cannot ground attention, steer words or name
-    cells: one line, before any image is encoded (no feature cache written)."""
+    """A caption folder without object boxes cannot ground attention, steer words, name cells
+    or reward captions: one line, before any image is encoded (no feature cache written)."""
     source = write_layout(scenes, tmp_path / "kaggle", "kaggle")
-    with pytest.raises(SystemExit, match="--steer-words and --cell-words need each image's "
+    with pytest.raises(SystemExit, match="--cell-words and --self-critical need each image's "
                                          "objects"):
         main(["--dataset", str(source), "--output-dir", str(tmp_path / "out"), "--cache-dir",
               str(tmp_path / "cache"), flag, "0.5", *TINY])
