@@ -93,7 +93,7 @@ def _colour_model(make_model):
 def _says_its_colour(model, features) -> list[float]:
     """Per image, the probability that the colour word names its own colour."""
     vocab = model.vocab
-    captions = torch.tensor([vocab.encode("a small red square"), vocab.encode("a small blue square")])
+    captions = torch.tensor([vocab.encode(f"a small {c} square") for c in ("red", "blue")])
     with torch.no_grad():
         logits, _ = model(features, captions)
     probs = logits[:, 2].softmax(dim=1)  # the word after "a small"
@@ -136,7 +136,7 @@ def test_the_objective_adds_the_weighted_loss_of_each_pair_s_own_scene(make_mode
     monkeypatch.setattr(objective_module, "self_critical_loss", fake_loss)
     torch.manual_seed(0)
     features = model.encode(torch.rand(2, 3, 32, 32)).detach()
-    captions = torch.tensor([model.vocab.encode("a red square"), model.vocab.encode("a blue circle")])
+    captions = torch.tensor([model.vocab.encode(c) for c in ("a red square", "a blue circle")])
     cells = torch.zeros(2, 1, 16, dtype=torch.bool)
     attributes = torch.full((2, 1, 3), -1)
     named = torch.zeros(2, 1, dtype=torch.bool)
