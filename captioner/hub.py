@@ -329,6 +329,13 @@ LOCATION_QUERY = (
     "(`location_query` in config.json, a small convolution of that map as in Chorowski et al. "
     "2015), so the shape word after \"red\" can stay on the red object the colour word found.")
 
+SELF_CRITICAL = (
+    "\n\n**Self-critical training** (Rennie et al. 2017): besides the teacher-forced loss, the "
+    "model drew {samples} captions per image and was rewarded for what they got right about "
+    "the scene (the share of objects said right, plus 1 when all were, minus 0.5 for a false "
+    "relation), each against the mean reward of the others (`--self-critical {weight:g}`, "
+    "captioner/self_critical.py).")
+
 
 def pointing_note(metrics: dict, cfg: dict | None = None) -> str:
     """The pointing game's definition when it was measured (and steering's, when that was);
@@ -404,7 +411,10 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
         attention_note=(HARD_ATTENTION.format(readout=readout_text(cfg))
                         if cfg.get("attention") == "hard" else "")
         + (WORD_QUERY if cfg.get("word_query") else "")
-        + (LOCATION_QUERY if cfg.get("location_query") else ""),
+        + (LOCATION_QUERY if cfg.get("location_query") else "")
+        + (SELF_CRITICAL.format(samples=cfg.get("self_critical_samples", 4),
+                                weight=cfg["self_critical"])
+           if cfg.get("self_critical") else ""),
         percent_note="; exact content and pointing are percentages (%)" if fractions else "",
         skipped=(" Skipped: " + "; ".join(skipped) + ".") if skipped else "",
         selected_epoch=metrics.get("selected_epoch"), pointing_note=pointing_note(metrics, cfg),

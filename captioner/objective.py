@@ -33,7 +33,8 @@ class Objective(nn.Module):
     `steer_classifier_only`) and weight `cell_words`. With `self_critical` > 0 and the
     training images' `scenes`, the batch also carries each pair's image index, and
     `self_critical` times captioner.self_critical's loss over `samples` captions drawn per
-    pair (at most `max_len` words) is added; `last_reward` keeps their mean reward."""
+    pair (at most `max_len` words, their own words grounded with weight `ground`) is added;
+    `last_reward` keeps their mean reward."""
 
     def __init__(self, model: Captioner, penalty: float, pixels: bool, ground: float = 0.0,
                  steer: float = 0.0, cell_words: float = 0.0,
@@ -80,7 +81,7 @@ class Objective(nn.Module):
         if self.self_critical:
             loss, self.last_reward = self_critical_loss(
                 self.model, features, [self.scenes[i] for i in images[0].tolist()],
-                self.samples, self.max_len)
+                self.samples, self.max_len, cells, self.ground, self.ground_each_object)
             total = total + self.self_critical * loss
         return total, ce
 

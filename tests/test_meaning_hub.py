@@ -477,6 +477,16 @@ def test_only_a_location_query_card_says_the_query_sees_the_last_look(tmp_path, 
     assert WORD_QUERY in text  # beside the word query's note, not in place of it
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_only_a_self_critical_card_says_how_its_captions_were_rewarded(tmp_path, weight):
+    from test_hub import write_card
+
+    _, text = write_card(tmp_path, cfg={"self_critical": weight, "self_critical_samples": 6})
+    assert ("**Self-critical training**" in text) == bool(weight)
+    if weight:
+        assert "drew 6 captions per image" in text and "`--self-critical 0.5`" in text
+
+
 def test_a_scenes_v2_card_describes_that_world(tmp_path):
     from test_hub import write_card
 

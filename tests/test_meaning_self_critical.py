@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from captioner.objective import Objective, Pairs
+from captioner.scenes.captions import match_groups, parse_caption
 from captioner.self_critical import (
     leave_one_out,
     sample_captions,
@@ -19,16 +20,27 @@ SCENE = [{"shape": "circle", "color": "red", "size": "big", "box": [0, 20, 30, 5
 
 
 @pytest.mark.parametrize("caption, reward", [
-    ("a big red circle to the left of a small blue square", 2.0),
-    ("a small blue square to the right of a big red circle", 2.0),
+    ("a big red circle to the left of a small blue square", 2.25),  # a true relation
+    ("a small blue square to the right of a big red circle", 2.25),
     ("a big red circle to the right of a small blue square", 1.5),  # a false relation
     ("a big blue circle and a small blue square", 0.5),  # one object of two right
     ("a big red circle", 0.5),  # one left out
     ("two big red circles and a small blue square", 2 / 3),  # one made up: 2 of 3 said
     ("a small blue circle and a big red square", 0.0),  # every attribute said, none bound
+    ("there is a big red circle and a small blue square", 2.0),  # no relation stated
 ])
 def test_the_reward_counts_objects_said_right_and_adds_one_for_exactly_right(caption, reward):
     assert scene_reward(caption.split(), SCENE) == pytest.approx(reward)
+
+
+def test_identical_objects_named_one_by_one_are_not_exactly_right():
+    """The world counts identical objects; a caption that names them one by one says the
+    right objects but not as the world would, and earns no more than partial credit."""
+    pair = [{"shape": "star", "color": "green", "size": "tiny", "box": [0, 0, 10, 10]},
+            {"shape": "star", "color": "green", "size": "tiny", "box": [40, 50, 50, 60]}]
+    assert scene_reward("two tiny green stars".split(), pair) == 2.0
+    assert scene_reward("a tiny green star and a tiny green star".split(), pair) == 1.0
+    assert scene_reward("a tiny green star".split(), pair) == 0.5
 
 
 def test_each_caption_is_judged_against_the_mean_of_the_other_captions_of_its_image():
@@ -48,12 +60,12 @@ def test_drawn_captions_carry_their_own_log_probability_and_stop_at_end(make_mod
     features = model.encode(torch.rand(3, 3, 32, 32)).detach()
     features[1] *= 3  # images far apart, so their words differ in probability
     torch.manual_seed(2)
-    ids, log_probs = sample_captions(model, features, samples=4, max_len=12)
+    ids, log_probs, alphas = sample_captions(model, features, samples=4, max_len=12)
     vocab = model.vocab
     assert ids.shape[0] == 12
     captions = torch.cat([torch.full((12, 1), vocab.start_id), ids], dim=1)
     with torch.no_grad():
-        logits, _ = model(features.repeat_interleave(4, dim=0), captions)
+        logits, forced = model(features.repeat_interleave(4, dim=0), captions)
     logits[..., [vocab.pad_id, vocab.start_id]] = float("-inf")
     token = logits.log_softmax(dim=2).gather(2, ids.unsqueeze(2)).squeeze(2)
     ended = 0
@@ -65,6 +77,7 @@ def test_drawn_captions_carry_their_own_log_probability_and_stop_at_end(make_mod
         assert all(w == vocab.pad_id for w in words[length:])
         assert log_probs[row].item() == pytest.approx(token[row, :length].sum().item(),
                                                       abs=1e-4)
+        assert torch.allclose(alphas[row, :length], forced[row, :length], atol=1e-5)
     assert ended >= 10
 
 
@@ -129,8 +142,9 @@ def test_the_objective_adds_the_weighted_loss_of_each_pair_s_own_scene(make_mode
     scenes = [["scene 0"], ["scene 1"], ["scene 2"]]
     seen = {}
 
-    def fake_loss(model_, features, batch_scenes, samples, max_len):
-        seen.update(scenes=batch_scenes, samples=samples, max_len=max_len)
+    def fake_loss(model_, features, batch_scenes, samples, max_len, cells, ground, each):
+        seen.update(scenes=batch_scenes, samples=samples, max_len=max_len, cells=cells,
+                    ground=ground, each=each)
         return torch.tensor(0.7), 1.25
 
     monkeypatch.setattr(objective_module, "self_critical_loss", fake_loss)
@@ -144,11 +158,46 @@ def test_the_objective_adds_the_weighted_loss_of_each_pair_s_own_scene(make_mode
     truth = (cells, attributes, named, bits)
     plain = Objective(model, penalty=0.0, pixels=False)(features, captions, *truth)[0]
     critic = Objective(model, penalty=0.0, pixels=False, self_critical=0.5, scenes=scenes,
-                       samples=3, max_len=9)
+                       samples=3, max_len=9, ground=0.25, ground_each_object=True)
     total = critic(features, captions, *truth, torch.tensor([2, 0]))[0]
-    assert seen == {"scenes": [["scene 2"], ["scene 0"]], "samples": 3, "max_len": 9}
-    assert total.item() == pytest.approx(plain.item() + 0.5 * 0.7, abs=1e-6)
+    assert seen.pop("cells") is cells
+    assert seen == {"scenes": [["scene 2"], ["scene 0"]], "samples": 3, "max_len": 9,
+                    "ground": 0.25, "each": True}
+    grounded = Objective(model, penalty=0.0, pixels=False, ground=0.25,
+                         ground_each_object=True)(features, captions, *truth)[0]
+    assert total.item() == pytest.approx(grounded.item() + 0.5 * 0.7, abs=1e-6)
     assert critic.last_reward == 1.25
+
+
+def test_the_drawn_captions_words_pay_for_looking_away_from_what_they_name(make_model):
+    """With `ground`, the loss adds that weight times the mean -log(attention on the named
+    object's cells) over the drawn words that name an object, read from each drawn caption
+    (and its own image's cells)."""
+    model, features, scenes = _colour_model(make_model)
+    cells_of = [[5, 6, 9, 10], [0, 1, 4]]  # not where the squares are: any cells will do
+    cells = torch.zeros(2, 1, 16, dtype=torch.bool)
+    for image, where in enumerate(cells_of):
+        cells[image, 0, where] = True
+    torch.manual_seed(3)
+    plain, _ = self_critical_loss(model, features, scenes, samples=6, max_len=8)
+    torch.manual_seed(3)
+    ids, _, alphas = sample_captions(model, features, samples=6, max_len=8)
+    torch.manual_seed(3)
+    grounded, _ = self_critical_loss(model, features, scenes, samples=6, max_len=8,
+                                     cells=cells, ground=2.0)
+    costs, said = [], set()
+    for row in range(12):
+        words = model.vocab.decode(ids[row].tolist())
+        parsed = parse_caption(words)
+        for mention, group in zip(parsed.mentions, match_groups(parsed, scenes[row // 6])):
+            said.add((row // 6, mention.color))
+            for t in (mention.size_index, mention.color_index, mention.shape_index):
+                if group and t is not None:
+                    look = alphas[row, t, cells_of[row // 6]].sum()
+                    costs.append(-look.clamp_min(1e-6).log().item())
+    assert {(0, "red"), (1, "blue")} <= said  # each image's own colour said at least once
+    assert costs and grounded.item() == pytest.approx(plain.item() + 2.0 * np.mean(costs),
+                                                      abs=1e-5)
 
 
 def test_pairs_carry_their_image_index_when_asked():
