@@ -156,7 +156,6 @@ def test_the_objective_adds_the_weighted_loss_of_each_pair_s_own_scene(make_mode
     named = torch.zeros(2, 1, dtype=torch.bool)
     bits = torch.zeros(2, captions.shape[1], dtype=torch.long)
     truth = (cells, attributes, named, bits)
-    plain = Objective(model, penalty=0.0, pixels=False)(features, captions, *truth)[0]
     critic = Objective(model, penalty=0.0, pixels=False, self_critical=0.5, scenes=scenes,
                        samples=3, max_len=9, ground=0.25, ground_each_object=True)
     total = critic(features, captions, *truth, torch.tensor([2, 0]))[0]
