@@ -28,20 +28,18 @@ from captioner.grounding import grounding_loss, word_objects
 from captioner.scenes.captions import caption_correctness, said_and_present
 from captioner.scenes.objects import SceneObject, as_object
 
-# A stated relation that is false costs RELATION_COST (the objects can be right and the caption
-# not); relations all true earn RELATION_BONUS, so that captions keep saying where things are.
-RELATION_COST, RELATION_BONUS = 0.5, 0.25
+# What a stated relation that is false costs: the objects can be right and the caption not.
+RELATION_COST = 0.5
 
 
 def scene_reward(tokens: Sequence[str], objects: Sequence[SceneObject | Mapping]) -> float:
-    """How right a caption is about its scene, from -0.5 to 2.25.
+    """How right a caption is about its scene, from -0.5 to 2.
 
     The share of objects said right (the kinds said and shown, counts included, that agree,
     over the larger of the two totals) gives partial credit; exactly right adds 1, so the
     step from almost to exactly right counts as much as all the steps below it, but only if
     each kind is named once (identical objects counted: "two red circles", never "a red
-    circle and a red circle"); stated relations earn `RELATION_BONUS` if all are true and
-    cost `RELATION_COST` if one is false."""
+    circle and a red circle"); a stated relation that is false costs `RELATION_COST`."""
     objects = [as_object(o) for o in objects]
     result = caption_correctness(tokens, objects)
     parsed = result["parsed"]
@@ -49,9 +47,8 @@ def scene_reward(tokens: Sequence[str], objects: Sequence[SceneObject | Mapping]
     larger = max(1, sum(said.values()), sum(present.values()))
     shared = sum((said & present).values()) / larger
     counted = len({m.key for m in parsed.mentions}) == len(parsed.mentions)
-    relations = result["relations_correct"]
     return (shared + float(result["objects_correct"] and counted)
-            + (RELATION_BONUS if relations else -RELATION_COST if relations is False else 0.0))
+            - RELATION_COST * (result["relations_correct"] is False))
 
 
 def sample_captions(model, features: torch.Tensor, samples: int, max_len: int

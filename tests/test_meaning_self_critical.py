@@ -20,8 +20,8 @@ SCENE = [{"shape": "circle", "color": "red", "size": "big", "box": [0, 20, 30, 5
 
 
 @pytest.mark.parametrize("caption, reward", [
-    ("a big red circle to the left of a small blue square", 2.25),  # a true relation
-    ("a small blue square to the right of a big red circle", 2.25),
+    ("a big red circle to the left of a small blue square", 2.0),
+    ("a small blue square to the right of a big red circle", 2.0),
     ("a big red circle to the right of a small blue square", 1.5),  # a false relation
     ("a big blue circle and a small blue square", 0.5),  # one object of two right
     ("a big red circle", 0.5),  # one left out
