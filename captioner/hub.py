@@ -332,9 +332,9 @@ LOCATION_QUERY = (
 SELF_CRITICAL = (
     "\n\n**Self-critical training** (Rennie et al. 2017): besides the teacher-forced loss, the "
     "model drew {samples} captions per image and was rewarded for what they got right about "
-    "the scene (the share of objects said right, plus 1 when all were, minus 0.5 for a false "
-    "relation), each against the mean reward of the others (`--self-critical {weight:g}`, "
-    "captioner/self_critical.py).")
+    "the scene (the share of objects said right, plus 1 when all were and identical ones were "
+    "counted, minus 0.5 for a false relation), each against the mean reward of the others "
+    "(`--self-critical {weight:g}`, captioner/self_critical.py).")
 
 
 def pointing_note(metrics: dict, cfg: dict | None = None) -> str:
