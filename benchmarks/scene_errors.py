@@ -5,7 +5,9 @@ mistake by kind (captioner.scenes.caption_mistakes), on fresh scenes of the mode
 
 "Borrowed": the wrong size, colour or shape belongs to another object in the same scene, the
 mistake of a model that mixes two objects up. Beside it, the share a wrong value picked at
-random from the attribute's other values would have borrowed. Writes results/scene_errors.json.
+random from the attribute's other values would have borrowed. "Named one by one": right
+captions that name identical objects one by one where the world counts them. Writes
+results/scene_errors.json.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from captioner.evaluation import generate_for_split, objects_of  # noqa: E402
 from captioner.scenes import caption_mistakes  # noqa: E402
+from captioner.scenes.captions import names_each_kind_once, parse_caption  # noqa: E402
 from captioner.scenes.objects import as_object  # noqa: E402
 
 ATTRIBUTES = ("size", "colour", "shape")
@@ -48,6 +51,7 @@ def main() -> None:
     model, world, test = scenes_model_and_test(args)
     captions = generate_for_split(model, test, beam_size=args.beam_size, max_len=40)
     scenes, wrong, mistakes = Counter(), Counter(), Counter()
+    one_by_one = 0
     chance = {a: [] for a in ATTRIBUTES}
     for caption, record in zip(captions, test["objects"]):
         objects = [as_object(o) for o in objects_of(record)]
@@ -55,6 +59,7 @@ def main() -> None:
         scenes[count] += 1
         found = caption_mistakes(caption.tokens, objects)
         wrong[count] += bool(found)
+        one_by_one += not found and not names_each_kind_once(parse_caption(caption.tokens))
         mistakes.update(found)
         rates = random_borrow_rate(objects, world)
         for attribute in ATTRIBUTES:  # weighted by this scene's mistakes of that attribute
@@ -65,6 +70,7 @@ def main() -> None:
         "seed": args.seed, "images": len(test), "beam_size": args.beam_size,
         "wrong_by_objects": {n: {"wrong": wrong[n], "scenes": scenes[n]} for n in sorted(scenes)},
         "mistakes": dict(mistakes.most_common()),
+        "right_but_named_one_by_one": one_by_one,
         "borrowed_if_random": {a: round(sum(v) / len(v), 3) if v else None
                                for a, v in chance.items()},
     }
@@ -73,6 +79,7 @@ def main() -> None:
     for n in sorted(scenes):
         print(f"  {n}: {wrong[n]} of {scenes[n]} ({100 * wrong[n] / scenes[n]:.0f} %)")
     print("mistakes:", ", ".join(f"{k} {v}" for k, v in mistakes.most_common()))
+    print(f"right, but identical objects named one by one: {one_by_one}")
     for a in ATTRIBUTES:
         total = mistakes[a] + mistakes[f"{a} borrowed"]
         if total:

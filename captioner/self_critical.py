@@ -25,7 +25,11 @@ import torch
 
 from captioner.evaluation import objects_of
 from captioner.grounding import grounding_loss, word_objects
-from captioner.scenes.captions import caption_correctness, said_and_present
+from captioner.scenes.captions import (
+    caption_correctness,
+    names_each_kind_once,
+    said_and_present,
+)
 from captioner.scenes.objects import SceneObject, as_object
 
 # What a stated relation that is false costs: the objects can be right and the caption not.
@@ -46,8 +50,7 @@ def scene_reward(tokens: Sequence[str], objects: Sequence[SceneObject | Mapping]
     said, present = said_and_present(parsed, objects)
     larger = max(1, sum(said.values()), sum(present.values()))
     shared = sum((said & present).values()) / larger
-    counted = len({m.key for m in parsed.mentions}) == len(parsed.mentions)
-    return (shared + float(result["objects_correct"] and counted)
+    return (shared + float(result["objects_correct"] and names_each_kind_once(parsed))
             - RELATION_COST * (result["relations_correct"] is False))
 
 

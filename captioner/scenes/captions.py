@@ -186,6 +186,13 @@ def said_and_present(parsed: ParsedCaption, objs: Sequence[SceneObject]
     return said, Counter(o.kind for o in objs if o.named)
 
 
+def names_each_kind_once(parsed: ParsedCaption) -> bool:
+    """Whether identical objects are counted, as the world's captions count them ("two red
+    circles"), not named one by one ("a red circle and a red circle", which
+    `caption_correctness` accepts: the same objects are named)."""
+    return len({m.key for m in parsed.mentions}) == len(parsed.mentions)
+
+
 def caption_correctness(
     text: str | Sequence[str], objects: Sequence[SceneObject | Mapping]
 ) -> dict:
