@@ -236,7 +236,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     splits = {"train": dataset["train"],
               "validation": dataset["validation"].select(
                   range(min(cfg.max_eval_images, len(dataset["validation"]))))}
-    truth = None  # scene ground truth for grounding/steering/cell words, checked before encoding
+    truth = None  # scene ground truth for the losses that need it, checked before encoding
     if cfg.ground_attention or cfg.steer_words or cfg.cell_words or cfg.self_critical:
         try:
             truth = scene_truth(splits["train"], vocab, cfg.max_caption_len,
