@@ -31,11 +31,21 @@ BINS = ((0, 16), (16, 32), (32, 64), (64, float("inf")))  # px to the nearest ot
 # the last bin also holds objects alone in their scene (distance inf)
 
 
-def objects_and_features(model, world, scenes: int, seed: int):
+def stage_features(encoder, images: torch.Tensor, stage: int) -> torch.Tensor:
+    """The backbone's output after ResNet `stage` (its stem is 4 modules), pooled to the
+    model's grid: (B, cells, channels). The model's own stage also gets its coordinates."""
+    if stage == len(encoder.backbone) - 4:
+        return encoder(images)
+    x = torch.nn.functional.adaptive_avg_pool2d(encoder.backbone[:4 + stage](images),
+                                                encoder.grid_size)
+    return x.flatten(2).transpose(1, 2)
+
+
+def objects_and_features(model, world, scenes: int, seed: int, stage: int):
     """Per named object: its scene, its features at the nearest cell, shape and colour, the
     distance to the nearest other named object, and the other objects' shapes and colours."""
     cfg = model.config
-    centres = model.encoder.cell_centres() * cfg.image_size
+    centres = model.encoder.cell_centres(stride=2 ** (stage + 1)) * cfg.image_size
     rows, images = [], []
     for s in range(scenes):
         scene = world.render_scene(np.random.default_rng([seed, s]), cfg.image_size)
@@ -56,7 +66,7 @@ def objects_and_features(model, world, scenes: int, seed: int):
         for start in range(0, len(images), 64):
             batch = torch.stack([to_model_input(im, cfg.image_size, cfg.image_mean, cfg.image_std)
                                  for im in images[start:start + 64]])
-            feats.append(model.encode(batch).float())
+            feats.append(stage_features(model.encoder, batch, stage).float())
     grid = torch.cat(feats)  # (scenes, cells, dim)
     x = torch.stack([grid[r["scene"], r["cell"]] for r in rows])
     return rows, x
@@ -87,18 +97,26 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=4242, help="never a training seed")
     parser.add_argument("--steps", type=int, default=300, help="L-BFGS iterations per probe")
+    parser.add_argument("--stage", type=int, default=None,
+                        help="probe the features after this ResNet stage, pooled to the same "
+                             "grid (default: the model's own, the features its attention reads)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = load_model(args.weights).eval()
     world = world_of(model)
     if world is None:
         raise SystemExit(f"{args.weights} is not a scenes model")
-    rows, x = objects_and_features(model, world, args.scenes, args.seed)
+    own = len(model.encoder.backbone) - 4
+    stage = own if args.stage is None else args.stage
+    if not 1 <= stage <= own:
+        raise SystemExit(f"--stage {stage}: this encoder has stages 1 to {own}")
+    rows, x = objects_and_features(model, world, args.scenes, args.seed, stage)
     train = np.array([r["scene"] < 0.7 * args.scenes for r in rows])
     test_rows = [r for r, t in zip(rows, train) if not t]
-    results = {"weights": repo_path(args.weights), "scenes": args.scenes, "seed": args.seed,
+    results = {"weights": repo_path(args.weights), "stage": stage, "scenes": args.scenes,
+               "seed": args.seed,
                "objects": len(rows), "machine": machine(), "bins": {}}
-    predicted = {}
+    predicted, kinds = {}, {"shape": len(world.shapes), "color": len(world.colors)}
     for attr, values in (("shape", list(world.shapes)), ("color", list(world.colors))):
         y = torch.tensor([values.index(r[attr]) for r in rows])
         mask = torch.from_numpy(train)
@@ -106,8 +124,8 @@ def main() -> None:
                                                    args.steps)]
     print(f"{len(test_rows)} named objects of {args.scenes - int(0.7 * args.scenes)} held-back "
           f"scenes; probes trained on {int(train.sum())} objects")
-    print("nearest other object | objects | shape right | wrong shapes borrowed | "
-          "colour right | wrong colours borrowed")
+    print("nearest other object | objects | shape right | wrong shapes borrowed (by chance) | "
+          "colour right | wrong colours borrowed (by chance)")
     for lo, hi in BINS:
         idx = [i for i, r in enumerate(test_rows)
                if lo <= r["dist"] and (r["dist"] < hi or hi == float("inf"))]
@@ -118,15 +136,20 @@ def main() -> None:
             row[f"{attr}_right"] = 1 - len(wrong) / max(1, len(idx))
             row[f"{attr}_wrong_borrowed"] = (sum(predicted[attr][i] in test_rows[i][others]
                                                  for i in wrong) / len(wrong)) if wrong else None
+            # what a wrong value drawn at random from the other values would have borrowed
+            row[f"{attr}_wrong_borrowed_chance"] = (sum(
+                len(test_rows[i][others] - {test_rows[i][attr]}) / (kinds[attr] - 1)
+                for i in wrong) / len(wrong)) if wrong else None
         results["bins"][label] = row
 
         def pct(v):
             return "–" if v is None else f"{100 * v:.1f} %"
 
         print(f"{label:>20} | {row['objects']:>7} | {pct(row['shape_right']):>11} | "
-              f"{pct(row['shape_wrong_borrowed']):>21} | {pct(row['color_right']):>12} | "
-              f"{pct(row['color_wrong_borrowed']):>22}")
-    write_results("cell_probe", results)
+              f"{pct(row['shape_wrong_borrowed']):>9} ({pct(row['shape_wrong_borrowed_chance'])})"
+              f" | {pct(row['color_right']):>12} | {pct(row['color_wrong_borrowed']):>9} "
+              f"({pct(row['color_wrong_borrowed_chance'])})")
+    write_results("cell_probe" if args.stage is None else f"cell_probe-stage{stage}", results)
 
 
 if __name__ == "__main__":

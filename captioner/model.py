@@ -146,15 +146,17 @@ class Encoder(nn.Module):
         resnet = models.get_model(name, weights=models.get_model_weights(name).DEFAULT)
         self.backbone.load_state_dict(resnet_stages(resnet, len(self.backbone) - 4).state_dict())
 
-    def cell_centres(self) -> np.ndarray:
+    def cell_centres(self, stride: int | None = None) -> np.ndarray:
         """Where each grid cell is centred, as a fraction of the image side.
 
         ResNet convolutions centre feature m at pixel m * stride, not at the middle of its
         stride-sized block; drawing or scoring attention with naive upsampling would put it
         half a cell off. Pooled cells take the mean centre of the features they average.
+        `stride`: of an earlier stage pooled to the same grid (benchmarks/cell_probe.py).
         """
-        n_feat = -(-self.image_size // self.stride)
-        feat_centres = (np.arange(n_feat) * self.stride + 0.5) / self.image_size
+        stride = stride or self.stride
+        n_feat = -(-self.image_size // stride)
+        feat_centres = (np.arange(n_feat) * stride + 0.5) / self.image_size
         g = self.grid_size
         starts = [(i * n_feat) // g for i in range(g)]
         ends = [-(-((i + 1) * n_feat) // g) for i in range(g)]

@@ -102,6 +102,14 @@ def test_cell_centres_stage2_64px_grid8():
     np.testing.assert_allclose(pooled.cell_centres(), (16 * np.arange(4) + 4.5) / 64)
 
 
+def test_cell_centres_of_an_earlier_stage_pooled_to_the_grid():
+    """Stage-1 features (stride 4) pooled to the stage-2 grid: each cell averages features at
+    4 * 2k + 0.5 and 4 * (2k + 1) + 0.5, half a stride-4 step right of the model's own centres."""
+    encoder = Encoder("resnet18", stage=2, grid_size=8, image_size=64, coords=True)
+    np.testing.assert_allclose(encoder.cell_centres(stride=4), (8 * np.arange(8) + 2.5) / 64)
+    np.testing.assert_allclose(encoder.cell_centres(stride=8), encoder.cell_centres())
+
+
 @pytest.mark.parametrize("stage", [1, 2, 3])
 @pytest.mark.parametrize("size", [32, 60, 64])
 def test_feature_map_size_matches_stride(stage, size):
