@@ -100,8 +100,8 @@ def scored_rows(model, features: torch.Tensor, ids: torch.Tensor) -> torch.Tenso
 
 
 def image_channels(model) -> int:
-    """Feature channels that come from the image (the rest are coordinates)."""
-    return model.encoder.backbone_dim
+    """Feature channels that come from the image (the rest, last, are coordinates)."""
+    return model.encoder.image_dim
 
 
 def removed(model, features: torch.Tensor, cells: torch.Tensor, background: torch.Tensor):

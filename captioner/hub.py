@@ -329,6 +329,11 @@ LOCATION_QUERY = (
     "(`location_query` in config.json, a small convolution of that map as in Chorowski et al. "
     "2015), so the shape word after \"red\" can stay on the red object the colour word found.")
 
+EARLY_FEATURES = (
+    "\n\n**Early features**: each grid cell also carries the encoder's stage-1 features "
+    "(`early_features` in config.json), which see a smaller patch than the last stage's and so "
+    "keep a neighbouring object's shape out of the cell.")
+
 SELF_CRITICAL = (
     "\n\n**Self-critical training** (Rennie et al. 2017): besides the teacher-forced loss, the "
     "model drew {samples} captions per image and was rewarded for what they got right about "
@@ -412,6 +417,7 @@ def write_model_card(out: Path, *, cfg: dict, metrics: dict, command: str,
                         if cfg.get("attention") == "hard" else "")
         + (WORD_QUERY if cfg.get("word_query") else "")
         + (LOCATION_QUERY if cfg.get("location_query") else "")
+        + (EARLY_FEATURES if cfg.get("early_features") else "")
         + (SELF_CRITICAL.format(samples=cfg.get("self_critical_samples", 4),
                                 weight=cfg["self_critical"])
            if cfg.get("self_critical") else ""),

@@ -75,6 +75,12 @@ class CaptionerConfig:
     # convolution of its map, Chorowski et al. 2015), so the shape word after "red" can stay
     # on the red object the colour word found; also starts at zero like `word_query`.
     location_query: bool = False
+    # With `early_features` each cell also carries the stage-1 features pooled to the same grid,
+    # placed before the coordinates. A ResNet18's stage 1 sees 43 px where stage 2 sees 99, and
+    # its cells do not mix in their neighbours' shapes (benchmarks/cell_probe.py --stage 1), so
+    # the attention can read which object is which. A model switched on from a saved one starts
+    # with zero weights on them (`grow_into`), computing what the saved one did.
+    early_features: bool = False
     # The scene world it was trained on (captioner.scenes.worlds); "" for other data. Configs
     # saved before worlds existed have none: `scenes.world_of` reads their vocabulary.
     world: str = ""
@@ -84,6 +90,9 @@ class CaptionerConfig:
             raise ValueError(f"encoder must be one of {RESNETS}, got {self.encoder!r}")
         if not 1 <= self.encoder_stage <= 4:
             raise ValueError(f"encoder_stage must be 1..4, got {self.encoder_stage}")
+        if self.early_features and self.encoder_stage == 1:
+            raise ValueError("early_features needs encoder_stage 2 or more: stage 1's features "
+                             "are already the cells")
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, "
                              f"got {self.attention!r}")
@@ -97,7 +106,10 @@ class CaptionerConfig:
             get_world(self.world)  # an unknown world is a ValueError naming the known ones
 
     def encoder_settings(self) -> dict:
-        return {k: getattr(self, k) for k in ENCODER_SETTINGS}
+        settings = {k: getattr(self, k) for k in ENCODER_SETTINGS}
+        if self.early_features:  # only when on, so that earlier models' feature caches stay valid
+            settings["early_features"] = True
+        return settings
 
 
 def resnet_stages(resnet: models.ResNet, stage: int) -> nn.Sequential:
@@ -109,11 +121,14 @@ def resnet_stages(resnet: models.ResNet, stage: int) -> nn.Sequential:
 class Encoder(nn.Module):
     """A torchvision ResNet cut after `stage`, pooled to a grid of feature vectors."""
 
-    def __init__(self, name: str, stage: int, grid_size: int, image_size: int, coords: bool):
+    def __init__(self, name: str, stage: int, grid_size: int, image_size: int, coords: bool,
+                 early: bool = False):
         super().__init__()
         resnet = models.get_model(name, weights=None)
         self.backbone = resnet_stages(resnet, stage)
         self.backbone_dim = resnet.fc.in_features // 2 ** (4 - stage)  # channels double per stage
+        self.early = early  # stage 1's features too (CaptionerConfig.early_features)
+        self.image_dim = self.backbone_dim + (resnet.fc.in_features // 8 if early else 0)
         self.stride = 2 ** (stage + 1)
         self.pool = nn.AdaptiveAvgPool2d(grid_size)
         self.grid_size = grid_size
@@ -123,7 +138,7 @@ class Encoder(nn.Module):
         centres = torch.tensor(self.cell_centres() * 2 - 1, dtype=torch.float32)
         yy, xx = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("coord_grid", torch.stack([xx, yy]).flatten(1).T, persistent=False)
-        self.out_dim = self.backbone_dim + (2 if coords else 0)
+        self.out_dim = self.image_dim + (2 if coords else 0)
 
     def fine_tune(self, last_stages: int | None) -> None:
         """Train only the last `last_stages` residual stages (None: all, 0: none). Frozen parts
@@ -163,8 +178,14 @@ class Encoder(nn.Module):
         return np.array([feat_centres[s:e].mean() for s, e in zip(starts, ends)])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, S, S) -> features (B, grid*grid, out_dim)."""
-        x = self.pool(self.backbone(images)).flatten(2).transpose(1, 2)
+        """images (B, 3, S, S) -> features (B, grid*grid, out_dim): the last stage's, then
+        stage 1's if `early`, then the cell's coordinates if `coords`."""
+        if self.early:
+            first = self.backbone[:5](images)  # the stem's 4 modules and stage 1
+            cells = [self.backbone[5:](first), first]
+        else:
+            cells = [self.backbone(images)]
+        x = torch.cat([self.pool(c).flatten(2).transpose(1, 2) for c in cells], dim=2)
         if self.coords:
             x = torch.cat([x, self.coord_grid.expand(x.shape[0], -1, -1).to(x.dtype)], dim=2)
         return x
@@ -281,7 +302,7 @@ class Captioner(
         self.config = config
         self.vocab = Vocabulary(config.vocab)
         self.encoder = Encoder(config.encoder, config.encoder_stage, config.grid_size,
-                               config.image_size, config.coord_channels)
+                               config.image_size, config.coord_channels, config.early_features)
         d_feat, d_hid = self.encoder.out_dim, config.hidden_dim
         self.embedding = nn.Embedding(len(self.vocab), config.embed_dim)
         self.attention = Attention(d_feat, d_hid, config.attention_dim,
@@ -439,6 +460,31 @@ class Captioner(
         tmp.write_text(json.dumps(asdict(self.config), indent=2))
         os.replace(tmp, directory / CONFIG_FILE)
         return directory
+
+
+def grow_into(model: Captioner, saved: dict[str, torch.Tensor]) -> None:
+    """Load the weights of a saved model without early features into `model`, which has them.
+    Each feature dimension gets zeros for the new channels, inserted where the encoder puts
+    them (before the coordinates), so the grown model computes what the saved one did; the
+    gate's new rows are zero too, and their context then meets only zero weights. Weights the
+    saved model lacks keep their initial values; the same shapes are copied as they are."""
+    extra = model.encoder.image_dim - model.encoder.backbone_dim
+    coords = model.encoder.out_dim - model.encoder.image_dim
+    state = model.state_dict()
+    for name, new in state.items():
+        old = saved.get(name)
+        if old is None or old.shape == new.shape:
+            state[name] = new if old is None else old
+            continue
+        grown = [d for d in range(old.dim()) if old.shape[d] != new.shape[d]]
+        if old.dim() != new.dim() or len(grown) != 1 or \
+                new.shape[grown[0]] - old.shape[grown[0]] != extra:
+            raise ValueError(f"{name}: {tuple(old.shape)} cannot grow into {tuple(new.shape)}")
+        d = grown[0]
+        at = old.shape[d] - coords
+        zeros = old.new_zeros([extra if i == d else n for i, n in enumerate(old.shape)])
+        state[name] = torch.cat([old.narrow(d, 0, at), zeros, old.narrow(d, at, coords)], dim=d)
+    model.load_state_dict(state)
 
 
 def replace_as_shared(tmp: Path, path: Path) -> None:

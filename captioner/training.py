@@ -35,7 +35,7 @@ from captioner.hub import (
     check_push_target,
     load_model,
 )
-from captioner.model import Captioner, CaptionerConfig, replace_as_shared
+from captioner.model import Captioner, CaptionerConfig, grow_into, replace_as_shared
 from captioner.objective import Objective, Pairs
 from captioner.preprocess import resized_pixels, to_model_input
 from captioner.run_report import finish, write_log
@@ -202,13 +202,14 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         grid_size=cfg.grid, coord_channels=cfg.coord_channels, embed_dim=cfg.embed_dim,
         attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
         image_size=cfg.image_size, attention=cfg.attention, word_query=cfg.word_query,
-        location_query=cfg.location_query,
+        location_query=cfg.location_query, early_features=cfg.early_features,
         world=get_world(cfg.dataset).name if is_world(cfg.dataset) else ""))
     if cfg.init_from:
         model = start_from(cfg.init_from, model.config)
         vocab = Vocabulary(model.config.vocab)  # the saved word ids keep their meaning
         cfg.word_query = model.config.word_query  # kept from it: the card says what it is
         cfg.location_query = model.config.location_query
+        cfg.early_features = model.config.early_features
     elif cfg.pretrained_encoder:
         try:
             model.encoder.load_imagenet_weights(cfg.encoder)
@@ -372,10 +373,12 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     return out
 
 
-# Settings that change how attention is used, not the weights: a soft model can start a hard
-# run (its attention then proposes the cells that hard attention samples from), and any model
-# a run whose query also sees the word just said or the last look (projections start at zero).
-ATTENTION_SETTINGS = ("attention", "hard_readout", "word_query", "location_query")
+# Settings an --init-from model can be switched to: a soft model can start a hard run (its
+# attention then proposes the cells that hard attention samples from), and any model a run
+# whose query also sees the word just said or the last look, or whose cells also carry stage
+# 1's features (the new weights start at zero, so the switched model starts where it was).
+SWITCHABLE_SETTINGS = ("attention", "hard_readout", "word_query", "location_query",
+                       "early_features")
 
 
 def start_from(folder: str, config: CaptionerConfig) -> Captioner:
@@ -388,8 +391,8 @@ def start_from(folder: str, config: CaptionerConfig) -> Captioner:
     except (OSError, ValueError) as e:
         raise SystemExit(f"--init-from {folder}: {e}") from e
     saved, wanted = asdict(model.config), asdict(config)
-    for query in ("word_query", "location_query"):  # kept: dropping one would change the model
-        wanted[query] |= saved[query]
+    for added in ("word_query", "location_query", "early_features"):  # dropping one would
+        wanted[added] |= saved[added]  # change the model: kept
     known = set(saved["vocab"])
     missing = [w for w in wanted["vocab"] if w not in known]
     if missing:
@@ -397,16 +400,14 @@ def start_from(folder: str, config: CaptionerConfig) -> Captioner:
                          f"this run's captions: {', '.join(missing[:8])}"
                          f"{', ...' if len(missing) > 8 else ''}")
     differ = [k for k in wanted
-              if k not in ("vocab", *ATTENTION_SETTINGS) and saved[k] != wanted[k]]
+              if k not in ("vocab", *SWITCHABLE_SETTINGS) and saved[k] != wanted[k]]
     if differ:
         raise SystemExit(f"--init-from {folder}: " + ", ".join(
             f"{k} is {saved[k]!r} there, {wanted[k]!r} here" for k in differ))
-    if all(saved[k] == wanted[k] for k in ATTENTION_SETTINGS):
+    if all(saved[k] == wanted[k] for k in SWITCHABLE_SETTINGS):
         return model
-    switched = Captioner(replace(model.config, **{k: wanted[k] for k in ATTENTION_SETTINGS}))
-    saved_weights = model.state_dict()  # all but a hard model's reward baseline (fresh: 0)
-    switched.load_state_dict({k: saved_weights.get(k, v)
-                              for k, v in switched.state_dict().items()})
+    switched = Captioner(replace(model.config, **{k: wanted[k] for k in SWITCHABLE_SETTINGS}))
+    grow_into(switched, model.state_dict())  # all but a hard model's reward baseline (fresh: 0)
     return switched
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     attention: str = "soft"
     word_query: bool = False
     location_query: bool = False
+    early_features: bool = False
     pretrained_encoder: bool = True
     fine_tune_encoder: bool = False
     fine_tune_stages: int = 0
@@ -112,6 +113,9 @@ HELP = {
     "location_query": "the attention query also sees where the last word looked (a "
                       "convolution of its map; see CaptionerConfig); an --init-from model that "
                       "has it keeps it",
+    "early_features": "each cell also carries stage 1's features, which keep neighbouring "
+                      "objects apart (see CaptionerConfig); an --init-from model that has them "
+                      "keeps them",
     "pretrained_encoder": "start the encoder from ImageNet weights (needs network once)",
     "fine_tune_encoder": "train the encoder too (else: encode once and cache features)",
     "fine_tune_stages": "with --fine-tune-encoder: train only the last N ResNet stages (0: all)",

@@ -477,6 +477,17 @@ def test_only_a_location_query_card_says_the_query_sees_the_last_look(tmp_path, 
     assert WORD_QUERY in text  # beside the word query's note, not in place of it
 
 
+@pytest.mark.parametrize("early", [False, True])
+def test_only_an_early_features_card_says_its_cells_carry_stage_one(tmp_path, early):
+    from test_hub import write_card
+
+    from captioner.hub import EARLY_FEATURES, WORD_QUERY
+
+    _, text = write_card(tmp_path, cfg={"word_query": True, "early_features": early})
+    assert (EARLY_FEATURES in text) == early
+    assert WORD_QUERY in text  # beside the word query's note, not in place of it
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_only_a_self_critical_card_says_how_its_captions_were_rewarded(tmp_path, weight):
     from test_hub import write_card
