@@ -238,7 +238,7 @@ def config_problem(cfg: TrainConfig) -> str | None:
         return f"--dropout must be from 0 to below 1, got {cfg.dropout:g}"
     try:
         CaptionerConfig(vocab=list(SPECIALS), encoder=cfg.encoder,
-                        encoder_stage=cfg.encoder_stage)
+                        encoder_stage=cfg.encoder_stage, early_features=cfg.early_features)
     except ValueError as e:
         return "--" + str(e).replace("_", "-")
     stride = 2 ** (cfg.encoder_stage + 1)  # the ResNet's downsampling after that stage

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from captioner import training
 from captioner.decoding import caption_images
-from captioner.hub import WORD_QUERY, load_model, push_folder
+from captioner.hub import EARLY_FEATURES, WORD_QUERY, load_model, push_folder
 from captioner.model import Captioner
 from captioner.scenes import generate_scenes
 from captioner.training import epochs_that_fit, main, start_from
@@ -332,6 +332,26 @@ def test_a_run_from_a_word_query_model_says_it_has_one(scenes, tmp_path):
     assert WORD_QUERY in card
     assert json.loads(card.split("```json")[1].split("```")[0])["word_query"] is True
     assert json.loads((tmp_path / "after" / "config.json").read_text())["word_query"] is True
+
+
+def test_a_run_switched_to_early_features_trains_its_encoder_and_keeps_them(scenes, tmp_path):
+    """--init-from a plain model with --early-features and the encoder trained: the run saves
+    a model whose cells carry stage 1 (config, card), and the grown weights were trained."""
+    common = ["--dataset", str(scenes), "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+              *TINY]
+    common += ["--encoder-stage", "2", "--image-size", "40"]  # stage 1 has no earlier stage
+    main([*common, "--output-dir", str(tmp_path / "plain")])
+    main([*common, "--output-dir", str(tmp_path / "early"), "--init-from",
+          str(tmp_path / "plain"), "--early-features", "--fine-tune-encoder"])
+    card = (tmp_path / "early" / "README.md").read_text()
+    assert EARLY_FEATURES in card
+    assert json.loads(card.split("```json")[1].split("```")[0])["early_features"] is True
+    early = load_model(tmp_path / "early")
+    assert early.config.early_features
+    plain = load_model(tmp_path / "plain")
+    classifier = early.classifier.weight
+    start = classifier.shape[1] - (early.encoder.out_dim - plain.encoder.out_dim) - 2
+    assert classifier[:, start:-2].abs().sum() > 0  # the early columns moved off zero
 
 
 def test_a_soft_model_starts_a_hard_run_with_its_own_weights(scenes, tmp_path):
