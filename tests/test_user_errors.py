@@ -55,40 +55,95 @@ TRAIN = [ROOT / "train_space.py", "--output-dir", "out", "--data-dir", "data",
          "--cache-dir", "cache"]
 
 
-@pytest.mark.parametrize("args, env, words", [
-    (["--dataset", "./no-such-folder"], {}, ["--dataset ./no-such-folder", "no such folder"]),
-    (["--image-size", "100"], {}, ["--image-size 100 is too small", "at least 193 px"]),
-    (["--encoder", "resnet5"], {}, ["--encoder must be one of", "resnet5"]),
-    (["--dataset", "scenes", "--batch-size", "0"], {}, ["--batch-size", "at least 1"]),
-    (["--dataset", "scenes", "--seed", "-3"], {}, ["--seed", "at least 0"]),
-    (["--dataset", "scenes", "--push-to-hub", "my model"], {}, ["not a Hub repo id"]),
-    (["--dataset", "scenes-v2", "--steer-words", "2"], {}, ["--steer-words", "from 0 to 1"]),
-    (["--dataset", "scenes-v2", "--steer-classifier-only"], {},
+# Each refusal runs train_space.py's `main` in a fresh directory. Those that need no
+# environment of their own share one Python process (starting one costs ~10 s of imports);
+# those that set Hub variables, which huggingface_hub reads at import, get a process each.
+REFUSALS = [
+    (["--dataset", "./no-such-folder"], ["--dataset ./no-such-folder", "no such folder"]),
+    (["--image-size", "100"], ["--image-size 100 is too small", "at least 193 px"]),
+    (["--encoder", "resnet5"], ["--encoder must be one of", "resnet5"]),
+    (["--dataset", "scenes", "--batch-size", "0"], ["--batch-size", "at least 1"]),
+    (["--dataset", "scenes", "--seed", "-3"], ["--seed", "at least 0"]),
+    (["--dataset", "scenes", "--push-to-hub", "my model"], ["not a Hub repo id"]),
+    (["--dataset", "scenes-v2", "--steer-words", "2"], ["--steer-words", "from 0 to 1"]),
+    (["--dataset", "scenes-v2", "--steer-classifier-only"],
      ["--steer-classifier-only", "give --steer-words too"]),
-    (["--dataset", "scenes-v2", "--ground-each-object"], {},
+    (["--dataset", "scenes-v2", "--ground-each-object"],
      ["--ground-each-object", "give --ground-attention too"]),
-    (["--dataset", "scenes-v2", "--time-limit", "-1"], {}, ["--time-limit", "at least 0"]),
-    (["--dataset", "scenes-v2", "--encoder-stage", "1", "--early-features"], {},
+    (["--dataset", "scenes-v2", "--time-limit", "-1"], ["--time-limit", "at least 0"]),
+    (["--dataset", "scenes-v2", "--encoder-stage", "1", "--early-features"],
      ["--early-features needs encoder-stage 2 or more"]),
-    (["--dataset", "scenes-v2", "--self-critical", "1", "--self-critical-samples", "1"], {},
+    (["--dataset", "scenes-v2", "--self-critical", "1", "--self-critical-samples", "1"],
      ["--self-critical-samples must be at least 2"]),
-    (["--dataset", "scenes-v2", "--init-from", "nowhere"], {},
+    (["--dataset", "scenes-v2", "--init-from", "nowhere"],
      ["--init-from nowhere", "no saved model"]),
-    (["--dataset", "scenes-v2", "--init-from", "nowhere", "--resume"], {},
+    (["--dataset", "scenes-v2", "--init-from", "nowhere", "--resume"],
      ["--init-from starts a new run", "--resume"]),
-    (["--dataset", "scenes", "--push-to-hub", "me/tiny"], {"HF_HOME": "hf"}, ["HF_TOKEN"]),
-    (["--dataset", "scenes", "--push-to-hub", "me/tiny"], {"HF_TOKEN": FAKE_TOKEN},
-     ["cannot reach the Hugging Face Hub", "offline mode"]),
-    (["--dataset", "scenes", "--push-to-hub", "me/tiny"], "unreachable",
-     ["cannot reach the Hugging Face Hub", "refused"]),
-])
-def test_train_space_refuses_before_any_work(tmp_path, args, env, words):
-    env = unreachable_hub() if env == "unreachable" else env
-    result = run([*TRAIN, *args], tmp_path, **{"HF_HOME": str(tmp_path / "hf"), **env})
+]
+
+# `main` of train_space.py for each (folder, args), as `python train_space.py args` run in that
+# folder would: a SystemExit's text goes to stderr with exit code 1, anything else is a
+# traceback. Prints one JSON list of {returncode, stdout, stderr}.
+REFUSE_IN_ONE_PROCESS = """
+import contextlib, io, json, os, sys, traceback
+from captioner.training import main
+sys.argv[0] = "train_space.py"
+results = []
+for folder, args in json.loads(sys.argv[1]):
+    os.chdir(folder)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            code = 1 if isinstance(e.code, str) else (e.code or 0)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Each REFUSALS case's result and folder, from one process."""
+    folders = [tmp_path_factory.mktemp("refusal") for _ in REFUSALS]
+    cases = [[str(f), [*map(str, TRAIN[1:]), *args]] for f, (args, _) in zip(folders, REFUSALS)]
+    hf_home = tmp_path_factory.mktemp("hf")
+    result = run(["-c", REFUSE_IN_ONE_PROCESS, json.dumps(cases)], ROOT, timeout=300,
+                 HF_HOME=str(hf_home))
+    assert result.returncode == 0, result.stderr
+    return [(subprocess.CompletedProcess([], r["returncode"], r["stdout"], r["stderr"]), f)
+            for r, f in zip(json.loads(result.stdout.splitlines()[-1]), folders)]
+
+
+def refused_before_any_work(result, folder, words) -> None:
     err = refused(result, *words)
     assert FAKE_TOKEN not in err + result.stdout
-    assert list(tmp_path.iterdir()) == [], "work began before the refusal"
+    assert list(folder.iterdir()) == [], "work began before the refusal"
     assert not re.search(r"epoch \d+ started", result.stdout + err)
+
+
+@pytest.mark.parametrize("case", range(len(REFUSALS)),
+                         ids=[" ".join(args) for args, _ in REFUSALS])
+def test_train_space_refuses_before_any_work(refusals, case):
+    result, folder = refusals[case]
+    refused_before_any_work(result, folder, REFUSALS[case][1])
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"HF_HOME": "hf"}, ["HF_TOKEN"]),
+    ({"HF_TOKEN": FAKE_TOKEN}, ["cannot reach the Hugging Face Hub", "offline mode"]),
+    ("unreachable", ["cannot reach the Hugging Face Hub", "refused"]),
+])
+def test_train_space_refuses_a_push_target_before_any_work(tmp_path, env, words):
+    env = unreachable_hub() if env == "unreachable" else env
+    args = ["--dataset", "scenes", "--push-to-hub", "me/tiny"]
+    result = run([*TRAIN, *args], tmp_path, **{"HF_HOME": str(tmp_path / "hf"), **env})
+    refused_before_any_work(result, tmp_path, words)
 
 
 # Ctrl-C inside tqdm's constructor (a bar half built), then a second object whose __del__ fails
