@@ -35,22 +35,30 @@ def average_models(parts: list[tuple[str, float]]) -> Captioner:
     """The weighted mean (shares normalised to sum 1) of models with one config: every
     floating tensor averaged in float64, integer counters (batch-norm's batch count) taken
     from the first model. Refused if the configs differ (vocabulary, architecture, world)."""
-    if len(parts) < 2:
-        raise ValueError("averaging needs at least two models")
-    for source, _ in parts:  # before any download, in this command's words (no --weights)
-        if looks_like_path(source) and not Path(source).expanduser().exists():
-            raise ValueError(f"{source}: no such model folder")
-    models = [load_model(source) for source, _ in parts]
-    first = asdict(models[0].config)
-    for (source, _), model in zip(parts[1:], models[1:]):
-        other = asdict(model.config)
-        differ = [k for k in first if first[k] != other[k]]
-        if differ:
-            raise ValueError(f"{source}: its config differs from that of {parts[0][0]} in "
-                             f"{', '.join(differ)}; only fine-tunes of one model can be averaged")
+    models = load_alike([source for source, _ in parts], "averaging",
+                        "only fine-tunes of one model can be averaged")
     mixed = mix_states([m.state_dict() for m in models], [share for _, share in parts])
     models[0].load_state_dict(mixed)  # strict: mix_states keeps every name of the first
     return models[0]
+
+
+def load_alike(sources: list[str], task: str, alike: str) -> list[Captioner]:
+    """The models in `sources` for `task`, refused in one line unless there are two or more
+    and their configs agree (vocabulary, architecture, world); `alike` says why they must."""
+    if len(sources) < 2:
+        raise ValueError(f"{task} needs at least two models")
+    for source in sources:  # before any download, in this command's words (no --weights)
+        if looks_like_path(source) and not Path(source).expanduser().exists():
+            raise ValueError(f"{source}: no such model folder")
+    models = [load_model(source) for source in sources]
+    first = asdict(models[0].config)
+    for source, model in zip(sources[1:], models[1:]):
+        other = asdict(model.config)
+        differ = [k for k in first if first[k] != other[k]]
+        if differ:
+            raise ValueError(f"{source}: its config differs from that of {sources[0]} in "
+                             f"{', '.join(differ)}; {alike}")
+    return models
 
 
 def mix_states(states: list[dict], shares: list[float]) -> dict:

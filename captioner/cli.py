@@ -1,6 +1,6 @@
-"""`python -m captioner caption|evaluate|push|average|deploy-space ...`: captions (JSON, CSV,
-attention grids), scores on a test split, uploads, weight mixes, and a Hugging Face Space in
-one command."""
+"""`python -m captioner caption|evaluate|push|average|ensemble|deploy-space ...`: captions
+(JSON, CSV, attention grids), scores on a test split, uploads, weight mixes, ensembles, and a
+Hugging Face Space in one command."""
 
 from __future__ import annotations
 
@@ -143,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     avg.add_argument("--output", type=Path, required=True, metavar="DIR",
                      help="a new folder for the mixed model.safetensors and config.json")
 
+    joined = commands.add_parser(
+        "ensemble", help="join models of one architecture into one that decodes with all",
+        description="Write one model whose members decode together: at each word the mean of "
+                    "their next-word probabilities, and the mean of their attention maps "
+                    "(captioner/ensemble.py). The members need one vocabulary, architecture "
+                    "and world; they may be trained apart (docs/worlds.md).")
+    joined.add_argument("models", nargs="+", metavar="FOLDER",
+                        help="model folders or Hub repo ids, two or more")
+    joined.add_argument("--output", type=Path, required=True, metavar="DIR",
+                        help="a new folder for the ensemble's model.safetensors and config.json")
+    joined.add_argument("--half", action="store_true",
+                        help="store the weights as float16: half the file; the model still "
+                             "computes in float32, on the rounded weights")
+
     from captioner.space import add_deploy_parser
 
     add_deploy_parser(commands)
@@ -164,24 +178,43 @@ def push_command(args) -> int:
 
 def average_command(args) -> int:
     from captioner.averaging import average_models, parse_part, recipe
+
+    try:
+        parts = [parse_part(text) for text in args.models]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return write_new_model(args.output, lambda: average_models(parts), recipe(parts))
+
+
+def ensemble_command(args) -> int:
+    from captioner.ensemble import build_ensemble
+
+    return write_new_model(args.output, lambda: build_ensemble(args.models),
+                           "an ensemble of " + " + ".join(args.models)
+                           + (", stored as float16" if args.half else ""), half=args.half)
+
+
+def write_new_model(output: Path, build, described: str, half: bool = False) -> int:
+    """Build a model and save it to the new folder `output`; every mistake (an occupied or
+    unwritable output, models that cannot be joined) is one line and writes nothing."""
     from captioner.model import WEIGHTS_FILE
 
     try:
-        if (args.output / WEIGHTS_FILE).exists() or args.output.is_file():
-            raise ValueError(f"--output {args.output}: already holds a model or is a file; "
+        if (output / WEIGHTS_FILE).exists() or output.is_file():
+            raise ValueError(f"--output {output}: already holds a model or is a file; "
                              "give a new folder")
-        parts = [parse_part(text) for text in args.models]
-        model = average_models(parts)
+        model = build()
     except ValueError as e:  # WeightsError too: a folder that is not a model
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        model.save(args.output)
+        model.save(output, half=half)
     except OSError as e:
-        print(f"error: --output {args.output}: cannot write there ({e.strerror or e})",
+        print(f"error: --output {output}: cannot write there ({e.strerror or e})",
               file=sys.stderr)
         return 2
-    print(f"wrote {args.output}: {recipe(parts)}")
+    print(f"wrote {output}: {described}")
     return 0
 
 
@@ -467,4 +500,4 @@ def main(argv=None) -> int:
 
         return deploy_command(args)
     return {"caption": caption_command, "evaluate": evaluate_command, "push": push_command,
-            "average": average_command}[args.command](args)
+            "average": average_command, "ensemble": ensemble_command}[args.command](args)

@@ -99,34 +99,35 @@ def scored_rows(model, features: torch.Tensor, ids: torch.Tensor) -> torch.Tenso
         torch.zeros(0, ids.shape[1] - 1)
 
 
-def image_channels(model) -> int:
-    """Feature channels that come from the image (the rest, last, are coordinates)."""
-    return model.encoder.image_dim
+def image_channels(model) -> torch.Tensor:
+    """(D,) bool: the feature channels that come from the image (the others are coordinates;
+    an ensemble's grid holds each member's channels in turn)."""
+    return model.image_channel_mask()
 
 
 def removed(model, features: torch.Tensor, cells: torch.Tensor, background: torch.Tensor):
     """Feature grids (B, P, D) with the image channels of `cells` (B, P bool) replaced by the
-    background feature; coordinate channels are left as they are."""
-    d = image_channels(model)
-    out = features.clone()
-    mask = cells.unsqueeze(2) & (torch.arange(out.shape[2], device=out.device) < d)
-    return torch.where(mask, torch.cat([background, out.new_zeros(out.shape[2] - d)]), out)
+    background feature (one value per image channel); coordinate channels are left as they
+    are."""
+    image = image_channels(model).to(features.device)
+    fill = features.new_zeros(features.shape[2])
+    fill[image] = background
+    return torch.where(cells.unsqueeze(2) & image, fill, features)
 
 
 def background_feature(model, features: torch.Tensor, object_masks: torch.Tensor):
     """Mean image feature of cells outside every object (all cells if there are none)."""
-    d = image_channels(model)
     free = ~object_masks
     if not free.any():
         free = torch.ones_like(free)
-    return features[..., :d][free].mean(dim=0)
+    return features[..., image_channels(model).to(features.device)][free].mean(dim=0)
 
 
 def gradcam(model, features: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor):
     """Grad-CAM of log p(word at `positions[r]`) for each row r, over the grid (R, P):
     ReLU(sum_c w_c f_pc) with w_c the gradient averaged over cells (Selvaraju et al. 2017),
     on the image channels. Rows are independent copies, so one backward pass serves all."""
-    d = image_channels(model)
+    image = image_channels(model).to(features.device)
     maps = []
     for i in range(0, len(features), CHUNK):
         grid = features[i:i + CHUNK].detach().clone().requires_grad_(True)
@@ -134,8 +135,8 @@ def gradcam(model, features: torch.Tensor, ids: torch.Tensor, positions: torch.T
             logp, _ = word_logprobs(model, grid, ids[i:i + CHUNK])
             chosen = logp.gather(1, positions[i:i + CHUNK].unsqueeze(1)).sum()
             grad, = torch.autograd.grad(chosen, grid)
-        weights = grad[..., :d].mean(dim=1, keepdim=True)
-        maps.append(torch.relu((weights * grid.detach()[..., :d]).sum(dim=2)))
+        weights = grad[..., image].mean(dim=1, keepdim=True)
+        maps.append(torch.relu((weights * grid.detach()[..., image]).sum(dim=2)))
     return torch.cat(maps) if maps else torch.zeros(0, features.shape[1])
 
 
@@ -419,7 +420,7 @@ def explain_word(model, image, tokens: list[str], position: int) -> WordExplanat
     grid = model.config.grid_size
     logp, alphas = word_logprobs(model, features, ids)
     alpha = alphas[0, position].float().cpu().numpy()
-    background = features[0, :, :image_channels(model)].mean(dim=0)
+    background = features[0][:, image_channels(model)].mean(dim=0)
     cam = gradcam(model, features, ids, torch.tensor([position], device=features.device))
     occ = occlusion(model, features, ids, background)[0, position].cpu().numpy()
     attended = attended_cells(alpha)

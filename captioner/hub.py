@@ -10,6 +10,7 @@ from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
+from captioner.ensemble import Ensemble
 from captioner.model import CONFIG_FILE, WEIGHTS_FILE, Captioner, CaptionerConfig, WeightsError
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -131,7 +132,8 @@ def quantize_decoder(model: Captioner) -> Captioner:
 
 
 def load_model(source: str | Path | None = None, device: str | None = "cpu",
-               revision: str | None = None, quantize: str | None = None) -> Captioner:
+               revision: str | None = None, quantize: str | None = None
+               ) -> Captioner | Ensemble:
     """Load a trained captioner strictly from a folder or Hub repo id (default: bundled; Hub
     repos at `revision`), onto `device` (see `resolve_device`; "auto" picks a GPU if any);
     `quantize="int8"` makes the decoder int8 (CPU only; see benchmarks/quantization.py)."""
@@ -142,7 +144,8 @@ def load_model(source: str | Path | None = None, device: str | None = "cpu",
         raise ValueError(f"int8 decoding runs on the CPU only, not on '{device}'")
     model_dir = resolve_model_dir(source, revision)
     config = read_config(model_dir)  # validated, unknown keys dropped: build from this one
-    model = Captioner.from_pretrained(model_dir, map_location=device, config=config).to(device)
+    kind = Ensemble if config.members > 1 else Captioner  # one model, or several as one
+    model = kind.from_pretrained(model_dir, map_location=device, config=config).to(device)
     return quantize_decoder(model) if quantize else model
 
 

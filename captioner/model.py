@@ -81,6 +81,9 @@ class CaptionerConfig:
     # the attention can read which object is which. A model switched on from a saved one starts
     # with zero weights on them (`grow_into`), computing what the saved one did.
     early_features: bool = False
+    # With `members` > 1 the weights hold that many captioners of this architecture, decoding
+    # together as one (captioner/ensemble.py): load_model builds an `Ensemble` from it.
+    members: int = 1
     # The scene world it was trained on (captioner.scenes.worlds); "" for other data. Configs
     # saved before worlds existed have none: `scenes.world_of` reads their vocabulary.
     world: str = ""
@@ -99,6 +102,8 @@ class CaptionerConfig:
         if self.hard_readout not in HARD_READOUTS:
             raise ValueError(f"hard_readout must be one of {HARD_READOUTS}, "
                              f"got {self.hard_readout!r}")
+        if not isinstance(self.members, int) or self.members < 1:
+            raise ValueError(f"members must be a whole number >= 1, got {self.members!r}")
         Vocabulary(self.vocab)  # validates special tokens
         if self.world:
             from captioner.scenes.worlds import get_world
@@ -299,6 +304,9 @@ class Captioner(
         super().__init__()
         if isinstance(config, dict):
             config = CaptionerConfig(**config)
+        if config.members != 1:
+            raise ValueError(f"this config holds {config.members} models: build it as a "
+                             "captioner.ensemble.Ensemble (load_model does)")
         self.config = config
         self.vocab = Vocabulary(config.vocab)
         self.encoder = Encoder(config.encoder, config.encoder_stage, config.grid_size,
@@ -325,6 +333,10 @@ class Captioner(
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)
+
+    def image_channel_mask(self) -> torch.Tensor:
+        """(feature,) bool: the feature channels that come from the image, not coordinates."""
+        return torch.arange(self.encoder.out_dim) < self.encoder.image_dim
 
     def init_state(self, features: torch.Tensor) -> tuple[DecoderState, torch.Tensor]:
         """Initial LSTM state from the mean feature, and the attention projection of the grid."""
@@ -429,37 +441,52 @@ class Captioner(
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download,
                          local_files_only, token, map_location="cpu", strict=True, **kwargs):
-        """Safetensors only (never unpickle), always strict, errors that name the file."""
-        if os.path.isdir(model_id):
-            weights = Path(model_id) / WEIGHTS_FILE
-            if not weights.is_file():
-                raise WeightsError(f"{weights}: file not found (a model folder needs "
-                                   f"{WEIGHTS_FILE} and {CONFIG_FILE})")
-        else:
-            weights = hf_hub_download(model_id, WEIGHTS_FILE, revision=revision,
-                                      cache_dir=cache_dir, force_download=force_download,
-                                      local_files_only=local_files_only, token=token)
-        model = cls(**kwargs)
-        try:
-            state = load_file(str(weights), device=str(map_location))
-        except (SafetensorError, OSError) as e:
-            raise WeightsError(f"{weights}: not a readable safetensors file ({e})") from e
-        check_state_dict(model, state, weights)
-        model.load_state_dict(state, strict=True)
-        return model.eval()
+        return load_pretrained(cls(**kwargs), model_id, revision=revision, cache_dir=cache_dir,
+                               force_download=force_download, local_files_only=local_files_only,
+                               token=token, map_location=map_location)
 
-    def save(self, directory: str | Path) -> Path:
-        """save_pretrained without the mixin's generic model card (we write our own), each file
-        written under a temporary name and renamed, so a crash never leaves a torn model."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, tmp)
-        replace_as_shared(tmp, directory / WEIGHTS_FILE)
-        tmp = directory / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self.config), indent=2))
-        os.replace(tmp, directory / CONFIG_FILE)
-        return directory
+    def save(self, directory: str | Path, half: bool = False) -> Path:
+        return save_model(self, directory, half)
+
+
+def load_pretrained(model: nn.Module, model_id, *, revision=None, cache_dir=None,
+                    force_download=False, local_files_only=False, token=None,
+                    map_location="cpu") -> nn.Module:
+    """Fill `model` from a folder or Hub repo: safetensors only (never unpickle), always
+    strict, errors that name the file."""
+    if os.path.isdir(model_id):
+        weights = Path(model_id) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise WeightsError(f"{weights}: file not found (a model folder needs "
+                               f"{WEIGHTS_FILE} and {CONFIG_FILE})")
+    else:
+        weights = hf_hub_download(model_id, WEIGHTS_FILE, revision=revision,
+                                  cache_dir=cache_dir, force_download=force_download,
+                                  local_files_only=local_files_only, token=token)
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"{weights}: not a readable safetensors file ({e})") from e
+    check_state_dict(model, state, weights)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def save_model(model: nn.Module, directory: str | Path, half: bool = False) -> Path:
+    """save_pretrained without the mixin's generic model card (we write our own), each file
+    written under a temporary name and renamed, so a crash never leaves a torn model. `half`
+    stores floating tensors as float16, half the file; loading casts them back to the model's
+    float32, so it computes as before on the rounded weights."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file({k: (v.half() if half and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}, tmp)
+    replace_as_shared(tmp, directory / WEIGHTS_FILE)
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(model.config), indent=2))
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
 
 
 def grow_into(model: Captioner, saved: dict[str, torch.Tensor]) -> None:

@@ -5,6 +5,7 @@ the loop)."""
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -265,9 +266,22 @@ def config_problem(cfg: TrainConfig) -> str | None:
         return "--init-from starts a new run; --resume continues one: give only one"
     if cfg.init_from and not (Path(cfg.init_from).expanduser() / "config.json").is_file():
         return f"--init-from {cfg.init_from}: no saved model there (no config.json)"
+    if cfg.init_from and (members := saved_members(Path(cfg.init_from).expanduser())) > 1:
+        return (f"--init-from {cfg.init_from}: an ensemble of {members} models, which only "
+                "captions; training starts from one model: give one of its members")
     if cfg.push_to_hub:
         return repo_id_problem(cfg.push_to_hub, "--push-to-hub")
     return None
+
+
+def saved_members(folder: Path) -> int:
+    """How many models the saved config in `folder` holds (1 unless it is an ensemble, or
+    unreadable: loading it names that problem)."""
+    try:
+        members = json.loads((folder / "config.json").read_text()).get("members", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1
+    return members if isinstance(members, int) else 1
 
 
 def default_text(name: str) -> str:

@@ -136,7 +136,7 @@ def help_texts() -> str:
     with mock.patch.dict(os.environ, {"COLUMNS": "100"}):
         pages = [parser.format_help()] + [commands.choices[name].format_help()
                                           for name in ("caption", "evaluate", "push",
-                                                       "average", "deploy-space")]
+                                                       "average", "ensemble", "deploy-space")]
     return "\n".join(pages)
 
 

@@ -69,7 +69,7 @@ def test_why_gives_the_words_three_maps_and_the_drop_without_its_attended_cells(
     cam = gradcam(model, features, ids, torch.tensor([word - 1])).numpy().ravel()
     np.testing.assert_allclose(why["gradcam"], cam, atol=1e-4)
     assert np.abs(np.asarray(why["gradcam"]) - attention).max() > 1e-3  # not the attention
-    background = features[0, :, :image_channels(model)].mean(dim=0)
+    background = features[0][:, image_channels(model)].mean(dim=0)
     attended = attended_cells(result.attention[word - 1].ravel())
     assert why["attended"] == attended.tolist() and 0 < attended.sum() < grid * grid
 

@@ -68,6 +68,9 @@ class ModelInfo:
                         f"attention grid → LSTM decoder ({cfg.hidden_dim} units); "
                         f"{len(model.vocab)}-word vocabulary; images resized to "
                         f"{cfg.image_size}×{cfg.image_size}")
+        if cfg.members > 1:
+            architecture = (f"an ensemble of {cfg.members} models that decode together "
+                            f"(mean word probabilities and attention maps), each: {architecture}")
         try:
             metrics = read_metrics(model_dir)
         except (OSError, ValueError):
