@@ -104,6 +104,9 @@ class Ensemble(nn.Module, PyTorchModelHubMixin, library_name="captioner",
                                               read=read)
             logps.append(logp)
             alphas.append(alpha)
+        if not logps:  # <start> alone: nothing to predict
+            return (features.new_zeros(len(features), 0, len(self.vocab)),
+                    features.new_zeros(len(features), 0, features.shape[1]))
         return torch.stack(logps, 1), torch.stack(alphas, 1)
 
     @classmethod

@@ -141,14 +141,16 @@ def gradcam(model, features: torch.Tensor, ids: torch.Tensor, positions: torch.T
 
 
 def occlusion(model, features: torch.Tensor, ids: torch.Tensor, background: torch.Tensor):
-    """Drop in log p of every word when each single cell is removed: (B, L, P)."""
-    batch, cells = features.shape[:2]
-    rows = features.repeat_interleave(cells, dim=0)
-    one = torch.eye(cells, dtype=torch.bool, device=features.device).repeat(batch, 1)
+    """Drop in log p of every word when each single cell is removed: (B, L, P). One scene's P
+    copies at a time: all B x P grids at once would take gigabytes (an ensemble's the most)."""
+    cells = features.shape[1]
+    one = torch.eye(cells, dtype=torch.bool, device=features.device)
     base = scored_rows(model, features, ids)
-    occluded = scored_rows(model, removed(model, rows, one, background),
-                           ids.repeat_interleave(cells, dim=0))
-    return (base.unsqueeze(1) - occluded.reshape(batch, cells, -1)).transpose(1, 2)
+    drops = [base[b] - scored_rows(model, removed(model, grid.expand(cells, -1, -1), one,
+                                                  background), ids[b].expand(cells, -1))
+             for b, grid in enumerate(features)]
+    return torch.stack(drops).transpose(1, 2) if drops else base.new_zeros(0, ids.shape[1] - 1,
+                                                                              cells)
 
 
 # --- the measurements, per batch of scenes ---

@@ -395,6 +395,9 @@ class Captioner(
                                                    read=read)
             outputs.append(output)
             alphas.append(alpha)
+        if not outputs:  # <start> alone: nothing to predict
+            return (features.new_zeros(len(features), 0, len(self.vocab)),
+                    features.new_zeros(len(features), 0, features.shape[1]))
         return self.classifier(self.dropout(torch.stack(outputs, 1))), torch.stack(alphas, 1)
 
     def loss(self, features, captions, attention_penalty: float = 1.0,

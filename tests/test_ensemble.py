@@ -220,3 +220,12 @@ def test_the_app_says_it_shows_an_ensemble(members, tmp_path):
     assert text == ("an ensemble of 2 models that decode together (mean word probabilities "
                     f"and attention maps), each: {alone}")
     assert "ensemble" not in alone
+
+
+def test_a_caption_of_start_alone_has_nothing_to_predict(members):
+    """Faithfulness scores a greedy caption that ended at once: <start> alone, no steps."""
+    (a, _), _, ensemble = members
+    for model in (a, ensemble):
+        features = model.encode(images_to_batch(a, [picture(9), picture(10)]))
+        logps, alphas = model(features, torch.full((2, 1), a.vocab.start_id))
+        assert logps.shape == (2, 0, len(a.vocab)) and alphas.shape == (2, 0, features.shape[1])

@@ -14,6 +14,7 @@ from captioner.faithfulness import (
     NamedWord,
     attended_cells,
     average_ranks,
+    background_feature,
     caption_ids,
     causal_results,
     curve_aucs,
@@ -236,3 +237,35 @@ def test_causal_control_boxes_come_from_other_scenes():
         assert first[0] is words[0].cells and not (first[1] & first[0]).any()
         assert not (second[3] & second[2]).any() and second[3].sum() == 1
     assert causal_trials(words[:1], objects[:1], centres, 32, rng) == [None]
+
+
+def test_an_ensemble_of_two_copies_is_measured_as_the_model(make_model, tmp_path, capsys):
+    """Interventions reach each member's own channels of the grid and keep each member's
+    coordinates: for two copies of one model, occlusion and Grad-CAM give the model's maps (the
+    ensemble's gradient is half the model's in each copy, over twice the channels)."""
+    from dataclasses import replace
+
+    from captioner.ensemble import Ensemble
+
+    model, features, ids = planted(make_model, [[0, 1, 5], [2, 6]])
+    twin = Ensemble(replace(model.config, members=2)).eval()
+    for slot in twin.members:
+        slot.load_state_dict(model.state_dict())
+    joined = torch.cat([features, features], dim=2)
+    masks = torch.from_numpy(np.stack([mask([0, 1, 5]), mask([2, 6])]))
+    background = background_feature(model, features, masks)
+    both = background_feature(twin, joined, masks)
+    torch.testing.assert_close(both, torch.cat([background, background]))
+    occ = occlusion(model, features, ids, background)
+    assert occ.abs().max() > 1e-3  # removing a cell matters, so equality below means something
+    torch.testing.assert_close(occlusion(twin, joined, ids, both), occ, atol=1e-5, rtol=1e-4)
+    positions = torch.tensor([1, 2])
+    cam = gradcam(model, features, ids, positions)
+    assert cam.max() > 0
+    torch.testing.assert_close(gradcam(twin, joined, ids, positions), cam, atol=1e-5, rtol=1e-4)
+    # and `evaluate` runs the whole faithfulness block on an ensemble
+    folder = twin.save(tmp_path / "twin")
+    assert cli.main(["evaluate", "--weights", str(folder), "--data-dir", str(tmp_path),
+                     "--num-scenes", "2", "--beam-size", "1", "--max-len", "5",
+                     "--curve-words", "1"]) == 0
+    assert "causal grounding" in capsys.readouterr().out
