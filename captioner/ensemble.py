@@ -4,8 +4,9 @@ At each word every member reads its own feature grid of the image and gives its 
 probabilities; the ensemble says the word their mean makes likeliest, and every member goes on
 from that word. The attention map of a word is the mean of the members' maps, so the explorer,
 pointing and steering see one map per word as with a single model (a "look here" map steers
-every member). Members trained apart bind different objects wrongly in crowded scenes, and the
-mean of their probabilities keeps what they agree on: docs/worlds.md measures it.
+every member). Members trained apart make their binding mistakes (a neighbour's shape) in
+partly different scenes, and the mean of their probabilities keeps what they agree on:
+docs/worlds.md measures the gain.
 
 `python -m captioner ensemble A B --output DIR` writes one; `load_model` loads it like any
 model (config.json with `"members": N`, one model.safetensors with every member's weights).
@@ -95,19 +96,13 @@ class Ensemble(nn.Module, PyTorchModelHubMixin, library_name="captioner",
         return (probs / n).log(), EnsembleState(states), alpha / n, gate / n
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor, read=None):
-        """Teacher forcing as `Captioner.forward`: (B, L-1, V) mean log-probabilities and the
-        (B, L-1, P) mean attention for predicting captions[:, 1:]."""
-        state, projected = self.init_state(features)
-        logps, alphas = [], []
-        for t in range(captions.shape[1] - 1):
-            logp, state, alpha, _ = self.step(captions[:, t], state, features, projected,
-                                              read=read)
-            logps.append(logp)
-            alphas.append(alpha)
-        if not logps:  # <start> alone: nothing to predict
-            return (features.new_zeros(len(features), 0, len(self.vocab)),
-                    features.new_zeros(len(features), 0, features.shape[1]))
-        return torch.stack(logps, 1), torch.stack(alphas, 1)
+        """Teacher forcing: every member reads the given words, so each runs on its own;
+        (B, L-1, V) log of their mean probabilities and (B, L-1, P) mean attention for
+        predicting captions[:, 1:], as `step` gives word by word."""
+        outputs = [member(grid, captions, read)
+                   for member, grid in zip(self.members, self._split(features))]
+        probs = torch.stack([logits.float().softmax(dim=2) for logits, _ in outputs]).mean(0)
+        return probs.log(), torch.stack([alphas for _, alphas in outputs]).mean(0)
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download,

@@ -5,14 +5,13 @@ the loop)."""
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from captioner.cli_checks import Parser, at_least
 from captioner.data import looks_local
-from captioner.hub import repo_id_problem
-from captioner.model import ATTENTION_KINDS, CaptionerConfig
+from captioner.hub import read_config, repo_id_problem
+from captioner.model import ATTENTION_KINDS, CaptionerConfig, WeightsError
 from captioner.scenes import is_world
 from captioner.vocab import SPECIALS
 
@@ -278,10 +277,9 @@ def saved_members(folder: Path) -> int:
     """How many models the saved config in `folder` holds (1 unless it is an ensemble, or
     unreadable: loading it names that problem)."""
     try:
-        members = json.loads((folder / "config.json").read_text()).get("members", 1)
-    except (OSError, ValueError, AttributeError):
+        return read_config(folder).members
+    except WeightsError:
         return 1
-    return members if isinstance(members, int) else 1
 
 
 def default_text(name: str) -> str:
